@@ -1,0 +1,86 @@
+"""Every environment variable the backend reads, read here and nowhere else.
+
+Modules take plain arguments; only the wiring (app, worker, CLI) passes `Settings` values
+to them, so each module stays testable without touching the environment. Every field here
+has a row in the README's configuration table.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Engine
+    sam_engine: str = "sam"  # sam | grabcut (weights-free classical segmentation)
+    sam_model: str = "vit_b"  # vit_b | vit_l | vit_h
+    sam_checkpoint: str = ""  # default: checkpoints/<official file of sam_model>
+    sam_device: str = "auto"  # auto | cpu | cuda | mps
+    sam_precision: str = "auto"  # auto (bf16 on cuda, fp32 elsewhere) | fp32 | bf16 | fp16
+    sam_compile: bool = False
+    sam_quantize: str = "none"  # none | int8 (CPU encoder only)
+    # Label Studio
+    label_studio_url: str = ""
+    label_studio_api_key: str = ""
+    local_files_document_root: str = ""
+    # Image limits and fetching
+    max_image_pixels: int = 100_000_000
+    max_image_bytes: int = 100 * 1024 * 1024
+    fetch_timeout_s: float = 30.0
+    allow_private_image_urls: bool = False
+    # Request limits
+    max_request_bytes: int = 10 * 1024 * 1024
+    max_prompt_points: int = 64
+    max_prompt_boxes: int = 16
+    max_tasks_per_request: int = 1000
+    # Embedding cache
+    redis_url: str = ""
+    embedding_cache_mb: int = 512
+    embedding_ttl_s: int = 7 * 24 * 3600
+    embedding_lock_timeout_s: float = 120.0
+    logits_ttl_s: int = 600
+    warm_queue_size: int = 64
+    warm_on_predict: bool = True
+    # Outputs
+    polygon_tolerance_px: float = 1.0
+    polygon_min_area_px: int = 16
+    # Server
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    log_level: str = "INFO"
+    port: int = 9090
+    workers: int = 1
+    threads: int = 8
+    # Auto-annotate
+    auto_annotate_on_predict: bool = False
+    auto_annotate_max_sync_tasks: int = 4
+    rq_queue: str = "sam-auto-annotate"
+    job_retries: int = 3
+    job_timeout_s: int = 1800
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every field from its upper-case environment variable; bad values fail loudly."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper())
+            if raw is None:
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = _bool(raw) if kind is bool else kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {field.name.upper()}={raw!r} is invalid: {exc}") from None
+        return cls(**values)
