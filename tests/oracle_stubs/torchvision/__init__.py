@@ -1,0 +1,1 @@
+"""Test-only torchvision stand-in; see ../README.md."""

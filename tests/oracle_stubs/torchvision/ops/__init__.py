@@ -1,0 +1,1 @@
+from .boxes import batched_nms, box_area  # noqa: F401
