@@ -1,0 +1,164 @@
+"""The checkpoint downloader against a real local HTTP server (no mocks of requests)."""
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sam_model import download
+from sam_model.download import CheckpointError, CheckpointUnavailable, ChecksumMismatch, ensure_checkpoint
+from sam_model.registry import OFFICIAL_CHECKPOINTS
+
+PAYLOAD = bytes(range(256)) * 4000  # ~1 MB, several chunks
+PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+FILENAME = OFFICIAL_CHECKPOINTS["vit_b"].filename
+
+
+class FakeServer:
+    """Serves PAYLOAD at /file; records Range headers; can ignore Range or cut the body short."""
+
+    def __init__(self) -> None:
+        self.honour_range = True
+        self.cut_after: int | None = None
+        self.ranges: list[str | None] = []
+        self.bytes_sent = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                rng = self.headers.get("Range")
+                server.ranges.append(rng)
+                start = int(rng.split("=")[1].rstrip("-")) if rng and server.honour_range else 0
+                body = PAYLOAD[start:]
+                if start >= len(PAYLOAD) and rng:
+                    self.send_response(416)
+                    self.end_headers()
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_after is not None:
+                    body = body[: server.cut_after]
+                self.wfile.write(body)
+                server.bytes_sent += len(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/file"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    srv = FakeServer()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+def fetch(tmp_path: Path, url: str, md5: str = PAYLOAD_MD5, size: int | None = None) -> Path:
+    return ensure_checkpoint("vit_b", tmp_path, url=url, md5=md5, progress=False, size=size)
+
+
+def test_full_download_lands_under_the_official_name(tmp_path: Path, server: FakeServer) -> None:
+    path = fetch(tmp_path, server.url)
+    assert path == tmp_path / FILENAME
+    assert path.read_bytes() == PAYLOAD
+    assert server.ranges == [None]
+    assert not (tmp_path / (FILENAME + ".part")).exists()
+
+
+def test_resumes_from_part_file_with_range(tmp_path: Path, server: FakeServer) -> None:
+    done = 300_000
+    (tmp_path / (FILENAME + ".part")).write_bytes(PAYLOAD[:done])
+    path = fetch(tmp_path, server.url)
+    assert path.read_bytes() == PAYLOAD
+    assert server.ranges == [f"bytes={done}-"]
+    assert server.bytes_sent == len(PAYLOAD) - done
+
+
+def test_restarts_when_server_ignores_range(tmp_path: Path, server: FakeServer) -> None:
+    server.honour_range = False
+    (tmp_path / (FILENAME + ".part")).write_bytes(b"\xff" * 1000)  # would corrupt an append
+    path = fetch(tmp_path, server.url)
+    assert path.read_bytes() == PAYLOAD
+    assert server.bytes_sent == len(PAYLOAD)
+
+
+def test_complete_part_file_is_checked_and_kept(tmp_path: Path, server: FakeServer) -> None:
+    (tmp_path / (FILENAME + ".part")).write_bytes(PAYLOAD)
+    path = fetch(tmp_path, server.url, size=len(PAYLOAD))
+    assert path.read_bytes() == PAYLOAD
+    assert server.bytes_sent == 0
+
+
+def test_md5_mismatch_raises_and_leaves_nothing(tmp_path: Path, server: FakeServer) -> None:
+    with pytest.raises(ChecksumMismatch, match="md5 .* expected 0{32}"):
+        fetch(tmp_path, server.url, md5="0" * 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_transfer_keeps_part_for_resume(
+    tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "CHUNK_BYTES", 1 << 16)
+    server.cut_after = 200_000
+    with pytest.raises(CheckpointUnavailable, match="run again to resume"):
+        fetch(tmp_path, server.url)
+    kept = (tmp_path / (FILENAME + ".part")).read_bytes()
+    assert 0 < len(kept) <= 200_000 and PAYLOAD.startswith(kept)
+    server.cut_after = None
+    assert fetch(tmp_path, server.url).read_bytes() == PAYLOAD
+    assert server.ranges[-1] == f"bytes={len(kept)}-"
+
+
+def test_existing_file_of_right_size_is_not_downloaded(tmp_path: Path, server: FakeServer) -> None:
+    (tmp_path / FILENAME).write_bytes(PAYLOAD)
+    assert fetch(tmp_path, server.url, size=len(PAYLOAD)) == tmp_path / FILENAME
+    assert server.ranges == []
+
+
+def test_existing_file_with_wrong_md5_is_refused_when_verifying(tmp_path: Path) -> None:
+    (tmp_path / FILENAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(ChecksumMismatch, match="delete it"):
+        ensure_checkpoint("vit_b", tmp_path, url="http://unused.invalid/", md5=PAYLOAD_MD5,
+                          size=16, progress=False, verify_existing=True)
+
+
+def refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{FILENAME}"
+
+
+def test_offline_message_says_where_to_place_the_file(tmp_path: Path) -> None:
+    url = refused_url()
+    with pytest.raises(CheckpointUnavailable) as info:
+        fetch(tmp_path, url)
+    message = str(info.value)
+    assert f"could not reach {url}: [Errno 111] Connection refused" in message
+    assert f"place it at {tmp_path / FILENAME} (md5 {PAYLOAD_MD5})" in message
+    assert "SAM_ENGINE=grabcut" in message
+
+
+def test_cli_exits_2_when_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = refused_url()
+    code = download.main(["vit_b", "--dir", str(tmp_path), "--url", url, "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "could not reach" in err and OFFICIAL_CHECKPOINTS["vit_b"].md5 in err
+
+
+def test_unknown_model_type_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="vit_b, vit_l, vit_h"):
+        ensure_checkpoint("vit_x", tmp_path)
