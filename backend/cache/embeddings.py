@@ -1,0 +1,163 @@
+"""The image-embedding cache: in-process LRU -> Redis -> compute, each missing key computed once.
+
+The encoder is ~99% of a cold click, so a click on an image anyone has seen before must find
+its embedding here. Levels:
+- local: a byte-bounded LRU of ImageEmbedding objects in this process (no copy, no decode);
+- redis: shared by every web and worker process; values are `ImageEmbedding.to_bytes()`
+  (a small header + raw fp16 tensor bytes, never pickle) with a TTL, bounded by Redis' own
+  maxmemory + allkeys-lru;
+- computed: the caller's `compute()`, run by one thread of one process per key while the
+  others wait for its result (see backend.singleflight).
+Redis is optional and may fail at any time; then this is a local cache and clicks still work.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from typing import Callable, Literal
+
+import torch
+
+from backend.cache.lru import ByteLRU
+from backend.cache.redis_link import RedisLink
+from backend.singleflight import SingleFlight, try_lock, unlock
+from sam_model.embedding import ImageEmbedding
+
+Source = Literal["local", "redis", "computed"]
+
+
+def embedding_nbytes(embedding: ImageEmbedding) -> int:
+    """Memory an embedding holds, for the byte-bounded LRU (features dominate; the rest is tiny)."""
+    return embedding.features.nbytes + 1024
+
+
+class EmbeddingCache:
+    """Get an image embedding by a stable key (model id + image key), computing it at most once."""
+
+    def __init__(
+        self,
+        local_max_bytes: int,
+        redis_url: str = "",
+        *,
+        ttl_s: int = 7 * 24 * 3600,
+        lock_timeout_s: float = 120.0,
+        store_dtype: torch.dtype = torch.float16,
+        logger: logging.Logger | None = None,
+        key_prefix: str = "sam:emb:",
+        poll_interval_s: float = 0.05,
+        redis_retry_after_s: float = 5.0,
+    ):
+        self._logger = logger or logging.getLogger(__name__)
+        self._local: ByteLRU[ImageEmbedding] = ByteLRU(local_max_bytes)
+        self._link = RedisLink(
+            redis_url, name="embedding cache", logger=self._logger, retry_after_s=redis_retry_after_s
+        )
+        self._flight: SingleFlight[tuple[ImageEmbedding, Source]] = SingleFlight()
+        self._ttl_s = ttl_s
+        self._lock_timeout_s = lock_timeout_s
+        self._store_dtype = store_dtype
+        self._prefix = key_prefix
+        self._poll_interval_s = poll_interval_s
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], ImageEmbedding]
+    ) -> tuple[ImageEmbedding, Source]:
+        """The embedding for key and where it came from; compute() runs only on a miss everywhere.
+
+        Callers that join a flight already in progress get the leader's answer and source.
+        compute()'s exceptions propagate to every caller waiting on it; nothing is cached then.
+        """
+        hit = self._local.get(key)
+        if hit is not None:
+            return hit, "local"
+        return self._flight.do(key, lambda: self._load_or_compute(key, compute))
+
+    def peek(self, key: str) -> ImageEmbedding | None:
+        """The cached embedding (local, else Redis, then kept locally), or None; never computes."""
+        hit = self._local.get(key)
+        if hit is not None:
+            return hit
+        return self._fetch_remote(key)
+
+    def contains(self, key: str) -> bool:
+        """Whether the embedding is cached at any level, without transferring it."""
+        if key in self._local:
+            return True
+        return bool(self._link.call(lambda r: r.exists(self._value_key(key)), 0))
+
+    def close(self) -> None:
+        self._link.close()
+
+    def _load_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, Source]:
+        hit = self._local.get(key)  # the flight that just ended may have filled it
+        if hit is not None:
+            return hit, "local"
+        found = self._fetch_remote(key)
+        if found is not None:
+            return found, "redis"
+        token = secrets.token_hex(16)
+        locked = self._try_lock(key, token)
+        if locked is False:  # another process is computing it: wait for its value
+            found, locked = self._wait_for_peer(key, token)
+            if found is not None:
+                return found, "redis"
+        try:
+            embedding = compute()
+            self._store(key, embedding)
+        finally:
+            if locked is True:
+                self._link.call(lambda r: unlock(r, self._lock_key(key), token), None)
+        return embedding, "computed"
+
+    def _wait_for_peer(self, key: str, token: str) -> tuple[ImageEmbedding | None, bool | None]:
+        """Poll until the peer's value appears (value, _) or its lock goes (None, True: ours now).
+
+        (None, None): Redis went away or the lock timeout passed; the caller computes unlocked.
+        """
+        deadline = time.monotonic() + self._lock_timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(self._poll_interval_s)
+            found = self._fetch_remote(key)
+            if found is not None:
+                return found, None
+            locked = self._try_lock(key, token)
+            if locked is not False:
+                return None, locked
+        self._logger.warning("embedding cache: waited %.0f s for another process to compute %r; computing here",
+                             self._lock_timeout_s, key)
+        return None, None
+
+    def _try_lock(self, key: str, token: str) -> bool | None:
+        """True: we hold the lock; False: someone else does; None: Redis is absent or down."""
+        ttl_ms = max(1, int(self._lock_timeout_s * 1000))
+        return self._link.call(lambda r: try_lock(r, self._lock_key(key), token, ttl_ms), None)
+
+    def _fetch_remote(self, key: str) -> ImageEmbedding | None:
+        """The embedding from Redis (also kept locally), or None if absent, unreachable or corrupt."""
+        value_key = self._value_key(key)
+        raw = self._link.call(lambda r: r.get(value_key), None)
+        if raw is None:
+            return None
+        try:
+            embedding = ImageEmbedding.from_bytes(raw)
+        except ValueError as exc:  # from_bytes' only failure mode: truncated, corrupt or foreign bytes
+            self._logger.warning("embedding cache: corrupt value for %r in Redis (%s); recomputing", key, exc)
+            self._link.call(lambda r: r.delete(value_key), None)
+            return None
+        self._local.put(key, embedding, embedding_nbytes(embedding))
+        return embedding
+
+    def _store(self, key: str, embedding: ImageEmbedding) -> None:
+        self._local.put(key, embedding, embedding_nbytes(embedding))
+        self._link.call(
+            lambda r: r.set(self._value_key(key), embedding.to_bytes(self._store_dtype), ex=self._ttl_s), None
+        )
+
+    def _value_key(self, key: str) -> str:
+        # Keys can be long presigned URLs; a digest keeps Redis keys short and uniform.
+        return self._prefix + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def _lock_key(self, key: str) -> str:
+        return self._value_key(key) + ":lock"
