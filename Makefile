@@ -1,0 +1,80 @@
+# From `git clone` to masks: `make run` serves the backend on :$(PORT), `make test` runs the suite.
+# Everything lives in .venv (created here); nothing is installed system-wide except the
+# redis-server and docker-compose packages the tests need (apt-get, root only).
+#
+#   make run                      SAM vit_b on :9090 (downloads the checkpoint once)
+#   SAM_MODEL=vit_h make run      another official checkpoint
+#   SAM_ENGINE=grabcut make run   weights-free classical GrabCut, no download
+#   make test PYTEST_ARGS="-k cache -x"
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 make run   pick torch's build
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+TORCH_INDEX_URL ?=
+SAM_ENGINE ?= sam
+SAM_MODEL ?= vit_b
+SAM_CHECKPOINT ?=
+PYTEST_ARGS ?=
+TEST_PACKAGES := redis-server docker-compose
+
+export SAM_ENGINE SAM_MODEL
+
+.PHONY: run test checkpoint bench system-packages clean
+
+run: $(VENV)/.runtime-stamp
+	@if [ "$(SAM_ENGINE)" = grabcut ]; then \
+	  echo "SAM_ENGINE=grabcut: classical OpenCV GrabCut, not SAM; no checkpoint needed"; \
+	elif [ -n "$(SAM_CHECKPOINT)" ]; then \
+	  [ -f "$(SAM_CHECKPOINT)" ] || { echo "make run: SAM_CHECKPOINT=$(SAM_CHECKPOINT) does not exist" >&2; exit 1; }; \
+	elif ! $(BIN)/python -m sam_model.download $(SAM_MODEL); then \
+	  echo "make run: no $(SAM_MODEL) checkpoint, so SAM cannot start (see above for where to put the file)." >&2; \
+	  echo "make run: to try the weights-free engine instead: SAM_ENGINE=grabcut make run" >&2; \
+	  exit 1; \
+	fi
+	exec $(BIN)/gunicorn -c gunicorn.conf.py _wsgi:app
+
+test: $(VENV)/.test-stamp system-packages
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+checkpoint: $(VENV)/.runtime-stamp
+	$(BIN)/python -m sam_model.download $(SAM_MODEL)
+
+bench: $(VENV)/.test-stamp
+	@for script in bench/*.py; do \
+	  echo "== $$script"; $(BIN)/python "$$script" || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, alone: its build (CPU or CUDA) is chosen by the index, not by requirements.txt.
+$(VENV)/.torch-stamp: | $(BIN)/python
+	$(BIN)/pip install torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	touch $@
+
+$(VENV)/.runtime-stamp: requirements.txt $(VENV)/.torch-stamp
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.test-stamp: requirements-test.txt $(VENV)/.runtime-stamp
+	$(BIN)/pip install -r requirements-test.txt
+	touch $@
+
+# The suite starts real redis-server processes and validates docker/docker-compose.yml.
+system-packages:
+	@missing=""; \
+	for pkg in $(TEST_PACKAGES); do command -v $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "make test needs$$missing: install it (e.g. sudo apt-get install$$missing) and run again" >&2; \
+	  exit 1; \
+	fi
