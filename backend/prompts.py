@@ -17,8 +17,6 @@ the unrotated image then lands exactly where the annotator clicked in the rotate
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +54,8 @@ class PromptSet:
     label: str | None
     original_width: int
     original_height: int
-    image_rotation: float
-    signature: str  # canonical id of the whole prompt (where its logits are stored)
-    previous_signature: str | None  # the same minus its last region: whose logits refine this one
+    image_rotation: int | float
+    previous: Prompt | None  # the single prompt minus its newest region: whose logits refine this one
 
     @property
     def single_point(self) -> bool:
@@ -73,6 +70,12 @@ def _number(value: Any, what: str) -> float:
     if not math.isfinite(number) or abs(number) > 1e7:
         raise BadRequest(f"{what} must be a finite number of sensible size, got {value!r}")
     return number
+
+
+def _rotation(region: dict) -> int | float:
+    """Echoed on output regions exactly as LS sent it (degrees; 0 when absent)."""
+    angle = _number(region.get("image_rotation", 0) or 0, "context.result[0].image_rotation")
+    return int(angle) if angle.is_integer() else angle
 
 
 def _size(region: dict, key: str, index: int) -> int:
@@ -129,9 +132,10 @@ def _box(value: dict, w: int, h: int, i: int) -> tuple[float, float, float, floa
     return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
 
 
-def _signature(items: list[tuple]) -> str:
-    """Stable id of a prompt: same regions in the same order -> same id, across processes."""
-    return hashlib.sha1(json.dumps(items, separators=(",", ":")).encode()).hexdigest()
+def _prompt(points: list[tuple[float, float, int]], box: tuple[float, float, float, float] | None) -> Prompt:
+    coords = np.array([p[:2] for p in points], dtype=np.float32).reshape(-1, 2) if points else None
+    labels = np.array([p[2] for p in points], dtype=np.int32) if points else None
+    return Prompt(coords, labels, None if box is None else np.array(box, dtype=np.float32))
 
 
 def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
@@ -146,7 +150,6 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
         raise BadRequest("params.context.result must be a non-empty list of regions")
     points: list[tuple[float, float, int]] = []
     boxes: list[tuple[float, float, float, float]] = []
-    items: list[tuple] = []
     first = result[0] if isinstance(result[0], dict) else {}
     to_name = first.get("to_name")
     if not isinstance(to_name, str) or not to_name:
@@ -164,10 +167,8 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
         kind, value = region.get("type"), region["value"]
         if kind == "keypointlabels":
             points.append(_point(region, value, w, h, i))
-            items.append(("p", *(round(v, 3) for v in points[-1][:2]), points[-1][2]))
         elif kind == "rectanglelabels":
             boxes.append(_box(value, w, h, i))
-            items.append(("b", *(round(v, 3) for v in boxes[-1])))
         else:
             raise BadRequest(
                 f"context.result[{i}] has type {kind!r}; smart prompts must be keypointlabels or rectanglelabels",
@@ -183,13 +184,16 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
     if points and len(boxes) > 1:
         raise BadRequest("points can refine one rectangle at a time, got several", "accept or delete the other rectangles first")
 
-    coords = np.array([p[:2] for p in points], dtype=np.float32).reshape(-1, 2) if points else None
-    labels = np.array([p[2] for p in points], dtype=np.int32) if points else None
     if len(boxes) > 1:
-        prompts = tuple(Prompt(None, None, np.array(b, dtype=np.float32)) for b in boxes)
+        prompts = tuple(_prompt([], b) for b in boxes)
+        previous = None
     else:
-        prompts = (Prompt(coords, labels, np.array(boxes[0], dtype=np.float32) if boxes else None),)
-    refinable = len(prompts) == 1 and len(items) > 1
+        box = boxes[0] if boxes else None
+        prompts = (_prompt(points, box),)
+        last_is_box = result[-1].get("type") == "rectanglelabels"
+        previous = _prompt(points, None) if last_is_box else _prompt(points[:-1], box)
+        if previous.n_points == 0 and previous.box is None:
+            previous = None
     return PromptSet(
         prompts=prompts,
         to_name=to_name,
@@ -197,7 +201,6 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
         label=label,
         original_width=w,
         original_height=h,
-        image_rotation=_number(first.get("image_rotation", 0) or 0, "context.result[0].image_rotation"),
-        signature=_signature(items),
-        previous_signature=_signature(items[:-1]) if refinable else None,
+        image_rotation=_rotation(first),
+        previous=previous,
     )

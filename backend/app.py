@@ -1,0 +1,206 @@
+"""The Flask app Label Studio talks to: /health, /setup, /predict, /webhook, /metrics.
+
+This is the wiring: the one place (with the worker and the CLI) that reads Settings and hands
+plain values to the modules. Every error leaves as JSON `{"error", "message", "fix"}` with a
+4xx/5xx status; each request logs one line with its timings, never bodies or tokens.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from backend.auth import check_basic_auth
+from backend.cache import EmbeddingCache
+from backend.engine import Engine, ServingEngine, engine_spec, spec_for
+from backend.errors import BackendError, BadRequest, Overloaded, Unauthorized
+from backend.images import ImageFetcher, ImageRef, load_image, resolve_image_ref
+from backend.logits_store import LogitsStore
+from backend.ls_client import LabelStudioClient
+from backend.metrics import Metrics
+from backend.model import Limits, SamBackend
+from backend.outputs import mask_to_regions
+from backend.settings import Settings
+
+log = logging.getLogger("backend.app")
+LOGITS_LOCAL_BYTES = 64 * 2**20  # ~256 previous-click logits (256 KiB each) per process
+QUIET_ROUTES = ("/health", "/metrics", "/")  # polled often: their request lines log at DEBUG
+
+
+class LabelStudioImages:
+    """Task images through backend.images, with LS credentials from the environment or /setup.
+
+    LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY win; otherwise the `hostname` and `access_token`
+    LS sends in /setup are used. /setup reaches one worker only, so with WORKERS > 1 set the
+    environment variables.
+    """
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._identity: tuple[str, str] | None = None
+        self._base_url = ""
+        self._fetcher = self._build("", "")
+
+    def configure(self, hostname: Any, access_token: Any) -> None:
+        hostname = hostname if isinstance(hostname, str) else ""
+        access_token = access_token if isinstance(access_token, str) else ""
+        with self._lock:
+            if (hostname, access_token) != self._identity:
+                self._fetcher = self._build(hostname, access_token)
+
+    def _build(self, hostname: str, access_token: str) -> ImageFetcher:
+        s = self._settings
+        base = s.label_studio_url or hostname
+        client = None
+        if base:
+            client = LabelStudioClient(base, api_key=s.label_studio_api_key, access_token=access_token,
+                                       timeout=s.fetch_timeout_s)
+        self._identity, self._base_url = (hostname, access_token), base
+        return ImageFetcher(client, local_files_root=s.local_files_document_root, max_image_bytes=s.max_image_bytes,
+                            allow_private_image_urls=s.allow_private_image_urls, timeout=s.fetch_timeout_s)
+
+    def resolve(self, task: dict, value_key: str) -> ImageRef:
+        return resolve_image_ref(task, value_key, ls_base_url=self._base_url,
+                                 local_files_root=self._settings.local_files_document_root)
+
+    def load(self, ref: ImageRef) -> np.ndarray:
+        return load_image(ref, self._fetcher, max_image_pixels=self._settings.max_image_pixels)
+
+
+def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[SamBackend, LabelStudioImages]:
+    """The model object with its collaborators, built from settings (no weights loaded yet)."""
+    metrics = Metrics()
+    spec = spec_for(engine) if engine is not None else engine_spec(settings)
+    serving = ServingEngine(spec, on_encode=metrics.encoder_seconds.observe, on_decode=metrics.decoder_seconds.observe)
+    cache = EmbeddingCache(settings.embedding_cache_mb * 2**20, settings.redis_url, ttl_s=settings.embedding_ttl_s,
+                           lock_timeout_s=settings.embedding_lock_timeout_s)
+    logits = LogitsStore(LOGITS_LOCAL_BYTES, settings.redis_url, ttl_s=settings.logits_ttl_s)
+    images = LabelStudioImages(settings)
+    limits = Limits(settings.max_prompt_points, settings.max_prompt_boxes, settings.max_tasks_per_request)
+    backend = SamBackend(
+        serving, cache, logits, images, mask_to_regions, metrics, limits,
+        warm_queue_size=settings.warm_queue_size, warm_on_predict=settings.warm_on_predict,
+        region_options={"polygon_tolerance_px": settings.polygon_tolerance_px,
+                        "polygon_min_area_px": settings.polygon_min_area_px},
+    )
+    return backend, images
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """The WSGI app. `engine` replaces the configured one (tests); the model loads in the background."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+    backend, images = build_backend(settings, engine)
+    metrics = backend.metrics
+    app = Flask("sam_backend")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.extensions["sam_backend"] = backend
+    threading.Thread(target=_preload, args=(backend.engine,), name="model-load", daemon=True).start()
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.timings = {}
+        check_basic_auth(request.authorization, settings.basic_auth_user, settings.basic_auth_pass)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        outcome = f"{response.status_code // 100}xx"
+        metrics.requests.labels(route=route, outcome=outcome).inc()
+        metrics.request_seconds.labels(route=route, outcome=outcome).observe(seconds)
+        timings = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in g.get("timings", {}).items())
+        level = logging.DEBUG if request.path in QUIET_ROUTES and response.status_code < 400 else logging.INFO
+        log.log(level, "%s %s %d %.3fs %s", request.method, request.path, response.status_code, seconds, timings)
+        return response
+
+    @app.errorhandler(BackendError)
+    def _backend_error(exc: BackendError) -> tuple[Response, int, dict]:
+        headers = {}
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = "5"
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Basic realm="sam-backend"'
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return jsonify(exc.to_json()), exc.status, headers
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        if isinstance(exc, RequestEntityTooLarge):
+            body = {"error": "payload_too_large",
+                    "message": f"request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}",
+                    "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES"}
+        else:
+            body = {"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description or ""}
+        return jsonify(body), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": "internal_error", "message": f"{type(exc).__name__}: the backend hit a bug; see its log"}), 500
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(status="UP", model_class=type(backend).__name__, model_version=backend.model_version,
+                       model_loaded=backend.engine.loaded, **backend.engine.spec.info)
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_object()
+        images.configure(body.get("hostname"), body.get("access_token"))
+        return jsonify(model_version=backend.model_version)
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_object()
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("params must be an object")
+        results = backend.predict(body.get("tasks"), params.get("context"), label_config=body.get("label_config"),
+                                  timings=g.timings)
+        g.timings["tasks"] = len(results)
+        return jsonify(results=results)
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        body = _json_object()
+        action = body.get("action")
+        return jsonify(backend.fit(action if isinstance(action, str) else "", body)), 200
+
+    @app.get("/metrics")
+    def metrics_route() -> Response:
+        return Response(metrics.render(), mimetype=metrics.content_type)
+
+    return app
+
+
+def _json_object() -> dict:
+    """The request body as a JSON object (LS always sends one); anything else is a 400."""
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", "send Content-Type: application/json with an object")
+    return body
+
+
+def _preload(engine: ServingEngine) -> None:
+    """Load the weights now, in this (post-fork) worker, so the first click does not wait for it."""
+    try:
+        engine.load()
+    except BackendError as exc:
+        log.error("%s (%s)", exc.message, exc.fix)
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    root.setLevel(level.upper())

@@ -1,0 +1,177 @@
+"""Build the segmentation engine from settings and serve it safely to many request threads.
+
+Two engines share one interface (`model_id`, `encode`, `decode`): SAM (SAM_ENGINE=sam) and
+OpenCV GrabCut (SAM_ENGINE=grabcut, no weights). `engine_spec` checks the configuration
+cheaply when the app is created, so a missing checkpoint fails the worker's boot with a
+message naming the fix; the model itself is loaded once per process on first use (in the
+gunicorn worker, after fork, never in a parent that may have initialised CUDA).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from backend.errors import BackendError, Overloaded
+from sam_model.embedding import ImageEmbedding
+from sam_model.predictor import DecodeResult
+from sam_model.registry import OFFICIAL_CHECKPOINTS
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# "tiny" is a 2-block test configuration: random weights, accepted so the HTTP tests can run
+# the real SAM code path with a small checkpoint. It is not a model anyone should label with.
+SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+OOM_RETRY_AFTER_S = 5
+
+
+class Engine(Protocol):
+    model_id: str
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding: ...
+
+    def decode(self, embedding: ImageEmbedding, **prompts: Any) -> DecodeResult: ...
+
+
+class EngineUnavailable(BackendError):
+    """The configured engine cannot be built (missing checkpoint, bad model name)."""
+
+    status, code = 503, "engine_unavailable"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What /health reports and how to build the engine, known before any weights load."""
+
+    model_id: str
+    info: dict[str, Any]
+    factory: Callable[[], Engine] = field(repr=False)
+
+
+def engine_spec(settings: Any) -> EngineSpec:
+    """Validate SAM_ENGINE / SAM_MODEL / SAM_CHECKPOINT without loading anything heavy."""
+    if settings.sam_engine == "grabcut":
+        from backend.grabcut import GrabCutEngine
+
+        return EngineSpec(
+            model_id=GrabCutEngine.model_id,
+            info={"engine": "grabcut", "note": "classical OpenCV GrabCut, not SAM; no weights needed"},
+            factory=GrabCutEngine,
+        )
+    if settings.sam_engine != "sam":
+        raise EngineUnavailable(f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut")
+    model_type = settings.sam_model
+    if model_type not in SAM_MODEL_TYPES:
+        raise EngineUnavailable(f"SAM_MODEL={model_type!r} is not a SAM model", "set SAM_MODEL to vit_b, vit_l or vit_h")
+    checkpoint = Path(settings.sam_checkpoint) if settings.sam_checkpoint else _default_checkpoint(model_type)
+    if not checkpoint.is_file():
+        raise EngineUnavailable(
+            f"SAM checkpoint not found at {checkpoint}",
+            f"run `make checkpoint` (downloads {checkpoint.name}), or point SAM_CHECKPOINT at the file, "
+            "or start with SAM_ENGINE=grabcut to label without weights",
+        )
+    model_id = f"sam-{model_type}-{checkpoint.stem}-{checkpoint.stat().st_size}"
+
+    def load() -> Engine:
+        from sam_model import SamPredictor, load_sam
+
+        sam = load_sam(model_type, str(checkpoint), device=settings.sam_device)
+        device = sam.pixel_mean.device.type
+        precision = settings.sam_precision
+        if precision == "auto":
+            precision = "bf16" if device == "cuda" else "fp32"
+        log.info("loaded SAM %s from %s on %s (%s)", model_type, checkpoint, device, precision)
+        return SamPredictor(sam, model_id, precision=precision, compile=settings.sam_compile)
+
+    return EngineSpec(
+        model_id=model_id,
+        info={"engine": "sam", "model": model_type, "checkpoint": checkpoint.name, "device": settings.sam_device},
+        factory=load,
+    )
+
+
+def _default_checkpoint(model_type: str) -> Path:
+    official = OFFICIAL_CHECKPOINTS.get(model_type)
+    if official is None:
+        raise EngineUnavailable(f"SAM_MODEL={model_type} has no official checkpoint", "set SAM_CHECKPOINT to its .pth file")
+    return CHECKPOINT_DIR / official.filename
+
+
+def spec_for(engine: Engine) -> EngineSpec:
+    """Wrap an already-built engine (tests, embedding in another program)."""
+    return EngineSpec(model_id=engine.model_id, info={"engine": type(engine).__name__}, factory=lambda: engine)
+
+
+class ServingEngine:
+    """The engine as request threads see it: built once, lazily, and called one at a time.
+
+    Encoder and decoder calls each hold their own lock: the two never touch the same
+    sub-network, and a 20 s CPU encode for one annotator must not stall another annotator's
+    100 ms click on a cached image. CUDA out-of-memory becomes 503 Overloaded (retry later)
+    instead of a dead request thread.
+    """
+
+    def __init__(self, spec: EngineSpec,
+                 on_encode: Callable[[float], None] = lambda s: None,
+                 on_decode: Callable[[float], None] = lambda s: None):
+        self.spec = spec
+        self.model_id = spec.model_id
+        self._on_encode, self._on_decode = on_encode, on_decode
+        self._engine: Engine | None = None
+        self._load_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._decode_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def load(self) -> Engine:
+        if self._engine is None:
+            with self._load_lock:
+                if self._engine is None:
+                    started = time.perf_counter()
+                    try:
+                        self._engine = self.spec.factory()
+                    except Exception as exc:
+                        raise EngineUnavailable(
+                            f"loading engine {self.model_id} failed: {exc}",
+                            "check SAM_CHECKPOINT is a complete SAM state_dict for SAM_MODEL (re-run `make checkpoint`)",
+                        ) from exc
+                    log.info("engine %s ready in %.1f s", self.model_id, time.perf_counter() - started)
+        return self._engine
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        engine = self.load()
+        with self._encode_lock, _oom_as_overloaded():
+            started = time.perf_counter()
+            embedding = engine.encode(image)
+        self._on_encode(time.perf_counter() - started)
+        return embedding
+
+    def decode(self, embedding: ImageEmbedding, **prompts: Any) -> DecodeResult:
+        engine = self.load()
+        with self._decode_lock, _oom_as_overloaded():
+            started = time.perf_counter()
+            result = engine.decode(embedding, **prompts)
+        self._on_decode(time.perf_counter() - started)
+        return result
+
+
+class _oom_as_overloaded:
+    """Context manager: torch.cuda.OutOfMemoryError -> Overloaded, after freeing cached blocks."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            raise Overloaded("the GPU is out of memory", f"retry in {OOM_RETRY_AFTER_S} s, or use a smaller SAM_MODEL") from exc
+        return False

@@ -1,0 +1,226 @@
+"""The Label Studio ML backend model: `predict(tasks, context, **kw)` and `fit(event, data, **kw)`.
+
+The shape is label-studio-ml's, spoken without it. `predict` has two paths:
+- interactive (`context.result` holds the annotator's smart regions): prompt -> cached image
+  embedding -> decoder -> brush/polygon/rectangle regions, for `tasks[0]` only (LS sends one);
+- no context (a task was opened, or "Retrieve predictions"): queue warm-up of the embeddings
+  and answer at once; `predict_without_prompt` is the seam where auto-annotation plugs in.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from backend.engine import ServingEngine
+from backend.errors import BackendError, BadRequest, Unprocessable
+from backend.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
+from backend.logits_store import prompt_signature
+from backend.metrics import Metrics
+from backend.prompts import Prompt, PromptSet, parse_context
+from backend.warmup import WarmupQueue
+from sam_model.embedding import ImageEmbedding
+
+log = logging.getLogger(__name__)
+
+
+class ImageSource(Protocol):
+    """Where task images come from (backend.images + backend.ls_client behind it)."""
+
+    def resolve(self, task: dict, value_key: str) -> Any: ...  # an ImageRef with a stable `.cache_key`
+
+    def load(self, ref: Any) -> np.ndarray: ...  # HxWx3 uint8 RGB
+
+
+class EmbeddingStore(Protocol):
+    def get_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, str]: ...
+
+    def contains(self, key: str) -> bool: ...
+
+
+class LogitsCache(Protocol):
+    def put(self, image_key: str, prompt_signature: str, logits: np.ndarray) -> None: ...
+
+    def get(self, image_key: str, prompt_signature: str) -> np.ndarray | None: ...
+
+
+RegionBuilder = Callable[..., list[dict]]  # backend.outputs.mask_to_regions
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_points: int = 64
+    max_prompt_boxes: int = 16
+    max_tasks_per_request: int = 1000
+
+
+@dataclass(frozen=True)
+class _WarmItem:
+    task: dict
+    value_key: str
+
+
+class SamBackend:
+    """One per process; thread-safe (state lives in the engine, caches and warm-up queue)."""
+
+    def __init__(self, engine: ServingEngine, cache: EmbeddingStore, logits: LogitsCache, images: ImageSource,
+                 to_regions: RegionBuilder, metrics: Metrics, limits: Limits = Limits(),
+                 warm_queue_size: int = 64, warm_on_predict: bool = True, region_options: dict | None = None):
+        self.engine = engine
+        self.cache = cache
+        self.logits = logits
+        self.images = images
+        self.to_regions = to_regions
+        self.metrics = metrics
+        self.limits = limits
+        self.warm_on_predict = warm_on_predict
+        self.region_options = region_options or {}
+        self.warmup: WarmupQueue[_WarmItem] = WarmupQueue(
+            self._warm, warm_queue_size,
+            on_drop=metrics.warmup_dropped.inc,
+            on_done=lambda ok: metrics.warmup_done.labels(ok=str(ok).lower()).inc(),
+        )
+        metrics.warmup_depth.set_function(self.warmup.depth)
+
+    @property
+    def model_version(self) -> str:
+        return self.engine.model_id
+
+    # ---- protocol ---------------------------------------------------------------------------
+
+    def predict(self, tasks: list[dict], context: dict | None = None, **kwargs: Any) -> list[dict]:
+        """One prediction per task. `label_config` and optional `timings` (filled in) come as kwargs."""
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
+            raise BadRequest("tasks must be a non-empty list of task objects")
+        if len(tasks) > self.limits.max_tasks_per_request:
+            raise BadRequest(f"{len(tasks)} tasks exceed MAX_TASKS_PER_REQUEST={self.limits.max_tasks_per_request}",
+                             "send fewer tasks per request")
+        config = parse_label_config(kwargs.get("label_config"))
+        timings: dict[str, Any] = kwargs.get("timings", {})
+        if context:
+            return [self.predict_interactive(tasks[0], context, config, timings)]
+        return [self._guarded(task, config) for task in tasks]
+
+    def fit(self, event: str, data: dict, **kwargs: Any) -> dict:
+        """SAM is prompted, not trained: acknowledge LS's events so its UI stays happy."""
+        return {"status": "ok", "message": f"{event or 'event'} received; SAM is not trained from annotations"}
+
+    # ---- no-prompt path (warm-up now; auto-annotation extends predict_without_prompt) --------
+
+    def predict_without_prompt(self, task: dict, config: LabelConfig) -> dict:
+        """Warm the task's image embeddings so the first click is fast; no regions yet."""
+        if self.warm_on_predict:
+            for image in config.images.values():
+                if image.value_key in (task.get("data") or {}):
+                    self.enqueue_warmup(task, image.value_key)
+        return self._prediction([], 0.0)
+
+    def enqueue_warmup(self, task: dict, value_key: str) -> bool:
+        ref = self.images.resolve(task, value_key)
+        key = self._cache_key(ref)
+        if self.cache.contains(key):
+            return False
+        return self.warmup.submit(key, _WarmItem(task, value_key))
+
+    def _guarded(self, task: dict, config: LabelConfig) -> dict:
+        """A bad task in a batch gets an empty prediction; the others still get theirs."""
+        try:
+            return self.predict_without_prompt(task, config)
+        except BackendError as exc:
+            log.warning("task %s: %s", task.get("id"), exc.message)
+        except Exception:  # noqa: BLE001 - best-effort side work must not fail the batch
+            log.exception("task %s: warm-up could not be queued", task.get("id"))
+        return self._prediction([], 0.0)
+
+    def _warm(self, item: _WarmItem) -> None:
+        ref = self.images.resolve(item.task, item.value_key)
+        _, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, {}))
+        self.metrics.cache.labels(level=level, source="warmup").inc()
+
+    # ---- interactive path ---------------------------------------------------------------------
+
+    def predict_interactive(self, task: dict, context: dict, config: LabelConfig, timings: dict[str, Any]) -> dict:
+        prompts = parse_context(context, self.limits.max_prompt_points, self.limits.max_prompt_boxes)
+        target = choose_output(config, prompts.to_name, set(prompts.prompt_controls), prompts.label)
+        ref = self.images.resolve(task, config.image(prompts.to_name).value_key)
+        embedding = self.embedding(ref, timings, source="click")
+        _check_size(embedding, prompts)
+
+        started = time.perf_counter()
+        masks, scores = self._decode(embedding, prompts, self._cache_key(ref))
+        timings["decode"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        regions = [region for mask, score in zip(masks, scores) for region in self._regions(mask, score, target, prompts)]
+        timings["output"] = time.perf_counter() - started
+        return self._prediction(regions, float(np.mean(scores)) if len(scores) else 0.0)
+
+    def embedding(self, ref: Any, timings: dict[str, Any], source: str) -> ImageEmbedding:
+        """The image's embedding; the image is fetched and encoded only when no cache has it."""
+        embedding, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, timings))
+        self.metrics.cache.labels(level=level, source=source).inc()
+        timings["cache"] = level
+        return embedding
+
+    def _encode(self, ref: Any, timings: dict[str, Any]) -> ImageEmbedding:
+        started = time.perf_counter()
+        image = self.images.load(ref)
+        timings["fetch"] = time.perf_counter() - started
+        self.metrics.fetch_seconds.observe(timings["fetch"])
+        started = time.perf_counter()
+        embedding = self.engine.encode(image)
+        timings["encode"] = time.perf_counter() - started
+        return embedding
+
+    def _decode(self, embedding: ImageEmbedding, prompts: PromptSet, image_key: str) -> tuple[list[np.ndarray], list[float]]:
+        """Decoding policy: a lone click asks for SAM's three candidates and keeps the best
+        (one point is ambiguous: part, object or group); anything more specific asks for one
+        mask. A click added to an earlier prompt is refined from that prompt's low-res logits."""
+        if len(prompts.prompts) > 1:  # several boxes: one independent mask each
+            results = [self.engine.decode(embedding, **_decoder_args(p), multimask=False) for p in prompts.prompts]
+            return [r.masks[0] for r in results], [float(r.scores[0]) for r in results]
+        prompt = prompts.prompts[0]
+        mask_input = None
+        if prompts.previous is not None:
+            mask_input = self.logits.get(image_key, _signature(prompts.previous))
+            self.metrics.refine.labels(found=str(mask_input is not None).lower()).inc()
+        single = prompts.single_point and mask_input is None
+        result = self.engine.decode(embedding, **_decoder_args(prompt), mask_input=mask_input,
+                                    multimask=single, best_only=single)
+        self.logits.put(image_key, _signature(prompt), result.low_res_logits[:1])
+        return [result.masks[0]], [float(result.scores[0])]
+
+    def _regions(self, mask: np.ndarray, score: float, target: OutputTarget, prompts: PromptSet) -> list[dict]:
+        return self.to_regions(
+            mask, target.output_type, from_name=target.from_name, to_name=target.to_name, label=target.label,
+            score=score, original_width=prompts.original_width, original_height=prompts.original_height,
+            image_rotation=prompts.image_rotation, **self.region_options,
+        )
+
+    def _cache_key(self, ref: Any) -> str:
+        return f"{self.engine.model_id}|{ref.cache_key}"
+
+    def _prediction(self, regions: list[dict], score: float) -> dict:
+        return {"result": regions, "score": score, "model_version": self.model_version}
+
+
+def _decoder_args(prompt: Prompt) -> dict[str, Any]:
+    return {"point_coords": prompt.point_coords, "point_labels": prompt.point_labels, "box": prompt.box}
+
+
+def _signature(prompt: Prompt) -> str:
+    return prompt_signature(prompt.point_coords, prompt.point_labels, prompt.box)
+
+
+def _check_size(embedding: ImageEmbedding, prompts: PromptSet) -> None:
+    """LS's percent coordinates and the brush RLE only line up if we see the image LS shows."""
+    h, w = embedding.original_size
+    if (w, h) != (prompts.original_width, prompts.original_height):
+        raise Unprocessable(
+            f"Label Studio shows this image as {prompts.original_width}x{prompts.original_height} "
+            f"but the file is {w}x{h}",
+            "make sure the task points at the same file LS displays (EXIF-rotated or resized copies differ)",
+        )
