@@ -1,0 +1,94 @@
+"""An HTTP session for image URLs that refuses private, loopback and link-local addresses.
+
+The check runs inside urllib3's connection setup: the host name is resolved once, every
+address it resolves to must be public, and the socket is opened to that checked address. So
+each redirect hop is checked, and DNS rebinding (public at check time, private at connect
+time) cannot slip through. The LS host itself is always allowed (it is often on a private
+network next to us).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from backend.errors import ImageFetchError
+from backend.images.refs import ForbiddenImage
+
+
+def is_public(ip: str) -> bool:
+    """True for globally routable unicast addresses (IPv4-mapped IPv6 judged as IPv4)."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+class AddressPolicy:
+    """Decides which (host, port) a connection may be opened to, and to which IP."""
+
+    def __init__(self, allow_private: bool, always_allowed: set[tuple[str, int]] | None = None):
+        self.allow_private = allow_private
+        self.always_allowed = {(host.lower(), port) for host, port in (always_allowed or set())}
+
+    def connect_address(self, host: str, port: int) -> str:
+        """The address to connect to for host:port; raises ForbiddenImage for private targets."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            raise ImageFetchError(
+                f"cannot resolve the image host {host!r}", "Check the image URL and this backend's DNS"
+            ) from None
+        ips = [info[4][0] for info in infos]
+        if self.allow_private or (host.lower(), port) in self.always_allowed:
+            return ips[0]
+        private = [ip for ip in ips if not is_public(ip)]
+        if private:
+            raise ForbiddenImage(
+                f"image host {host!r} resolves to a private/internal address ({private[0]}); refused",
+                "Serve images from a public address or from Label Studio; to allow internal image "
+                "hosts set ALLOW_PRIVATE_IMAGE_URLS=true (only where task data is trusted)",
+            )
+        return ips[0]
+
+
+def _guarded(base: type, policy: AddressPolicy) -> type:
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        def _new_conn(self):  # noqa: ANN202 - urllib3's signature
+            # Connect to the checked address; TLS still verifies the certificate against the name.
+            name = self._dns_host
+            self._dns_host = policy.connect_address(name, self.port)
+            try:
+                return super()._new_conn()
+            finally:
+                self._dns_host = name
+
+    return Guarded
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, policy: AddressPolicy):
+        self._policy = policy
+        super().__init__(pool_connections=8, pool_maxsize=16, max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        http = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, self._policy)})
+        https = type(
+            "GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _guarded(HTTPSConnection, self._policy)}
+        )
+        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
+
+
+def guarded_session(policy: AddressPolicy) -> requests.Session:
+    """A session with no ambient credentials (.netrc) or proxies, whose connections obey `policy`."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _GuardedAdapter(policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

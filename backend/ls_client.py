@@ -1,0 +1,328 @@
+"""A small Label Studio API client: the only code that holds and sends LS credentials.
+
+Credentials go to the LS host only. Every request is made with redirects off and LS-internal
+redirects followed by hand, so a redirect to another host (the presign endpoint's 303 to S3/GCS/
+Azure) is handed back to the caller, never followed with our Authorization header attached.
+
+Tokens (Label Studio 1.23):
+- a legacy API token (40 hex chars, Account & Settings -> Legacy Token) is sent as
+  `Authorization: Token <key>`;
+- a personal access token is a JWT *refresh* token (payload `token_type: "refresh"`); it is
+  exchanged at POST /api/token/refresh/ {"refresh": key} -> {"access": jwt}, and the access JWT
+  is sent as `Authorization: Bearer <access>`, refreshed shortly before its `exp` and once on 401;
+- any other JWT (an access token) is sent as `Bearer` as is.
+The `access_token` that LS sends in /setup (ls-samples/setup_request.json) is the connecting
+user's legacy token (40 chars, not a JWT); it is used when LABEL_STUDIO_API_KEY is not set.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from typing import Any, Iterator
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from backend.errors import BackendError, ImageFetchError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 5
+_REFRESH_SKEW_S = 30.0
+AUTH_FIX = (
+    "Set LABEL_STUDIO_API_KEY to a valid token of a user with access to the project "
+    "(Label Studio -> Account & Settings: a Personal Access Token, or a Legacy Token). "
+    "Legacy tokens work only while the organization allows them (Organization -> API Tokens "
+    "Settings); personal access tokens must be enabled there too and not expired or revoked."
+)
+
+
+class LabelStudioError(BackendError):
+    """Label Studio failed or answered unexpectedly: an upstream failure (424)."""
+
+    status, code = 424, "label_studio_error"
+
+
+class LabelStudioAuthError(LabelStudioError):
+    """Label Studio rejected (or was never given) our credentials."""
+
+    code = "label_studio_unauthorized"
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in: what 'the same host' means."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def jwt_claims(token: str) -> dict | None:
+    """The unverified payload of a JWT-shaped token (three base64url parts), else None."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+class LabelStudioClient:
+    """Talks to one Label Studio instance; thread-safe; pooled connections; never logs tokens."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        access_token: str = "",
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+    ):
+        base_url = base_url.strip().rstrip("/")
+        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
+            raise BackendError(
+                f"Label Studio URL {base_url!r} is not an absolute http(s) URL",
+                "Set LABEL_STUDIO_URL to the address this backend reaches Label Studio at, "
+                "e.g. http://label-studio:8080",
+                code="bad_label_studio_url",
+            )
+        self.base_url = base_url
+        self.timeout = timeout
+        self._key = api_key.strip() or access_token.strip()
+        claims = jwt_claims(self._key) if self._key else None
+        self._pat = claims is not None and claims.get("token_type") == "refresh"
+        self._pat_exp = float(claims.get("exp", 0) or 0) if self._pat else 0.0
+        self._bearer = claims is not None and not self._pat
+        self._access = ""
+        self._access_exp = 0.0
+        self._lock = threading.Lock()
+        self.session = session or requests.Session()
+        # No .netrc or proxy env: netrc auth would silently replace our Authorization header.
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    # ---- addressing -------------------------------------------------------------------------
+
+    def is_ls_url(self, url: str) -> bool:
+        """True when `url` is on the LS host (same scheme, host and port), where credentials may go."""
+        return origin(url) == origin(self.base_url)
+
+    def url(self, path_or_url: str) -> str:
+        """Absolute URL on the LS host; refuses anything else so credentials cannot leak."""
+        if "://" not in path_or_url:
+            return self.base_url + "/" + path_or_url.lstrip("/")
+        if not self.is_ls_url(path_or_url):
+            raise ValueError("LabelStudioClient only talks to the Label Studio host")
+        return path_or_url
+
+    # ---- auth -------------------------------------------------------------------------------
+
+    def _auth_header(self, force_refresh: bool = False) -> dict[str, str]:
+        if not self._key:
+            return {}
+        if not self._pat:
+            return {"Authorization": ("Bearer " if self._bearer else "Token ") + self._key}
+        with self._lock:
+            if force_refresh or not self._access or time.time() > self._access_exp - _REFRESH_SKEW_S:
+                self._refresh()
+            return {"Authorization": "Bearer " + self._access}
+
+    def _refresh(self) -> None:
+        """Exchange the personal access token for an access JWT (caller holds the lock)."""
+        url = self.base_url + "/api/token/refresh/"
+        if self._pat_exp and time.time() > self._pat_exp:
+            raise LabelStudioAuthError("the personal access token in LABEL_STUDIO_API_KEY has expired", AUTH_FIX)
+        try:
+            resp = self.session.post(url, json={"refresh": self._key}, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise self._unreachable("POST", url, exc) from None
+        if resp.status_code in (400, 401, 403):
+            raise LabelStudioAuthError(
+                f"Label Studio refused the personal access token at POST {url} (HTTP {resp.status_code})", AUTH_FIX
+            )
+        if resp.status_code != 200:
+            raise LabelStudioError(f"POST {url} answered HTTP {resp.status_code}", "Check that Label Studio is healthy")
+        try:
+            access = resp.json()["access"]
+        except (ValueError, KeyError, TypeError):
+            raise LabelStudioError(f"POST {url} did not return an access token", "Check the Label Studio version") from None
+        claims = jwt_claims(access) or {}
+        self._access = access
+        # Without an exp claim, use it for a minute, then refresh.
+        self._access_exp = float(claims.get("exp") or time.time() + 60)
+        log.debug("refreshed Label Studio access token (expires at %s)", int(self._access_exp))
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def _unreachable(self, method: str, url: str, exc: Exception) -> LabelStudioError:
+        kind = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
+        return LabelStudioError(
+            f"Label Studio {kind}: {method} {url} ({type(exc).__name__})",
+            "Check LABEL_STUDIO_URL (or the hostname LS sends in /setup): it must be reachable from "
+            "this backend, e.g. http://label-studio:8080 inside docker compose, not localhost",
+        )
+
+    def open(self, method: str, path_or_url: str, **kw: Any) -> requests.Response:
+        """One authenticated request; LS-internal redirects followed, a foreign redirect returned.
+
+        Retries once with a fresh access token on 401 (personal access tokens). A redirect to the
+        LS login page or a remaining 401/403 raises LabelStudioAuthError. Other statuses are
+        returned as they are: callers decide what a 404 means.
+        """
+        url = self.url(path_or_url)
+        kw.setdefault("timeout", self.timeout)
+        kw["allow_redirects"] = False
+        refreshed = False
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                resp = self.session.request(method, url, headers=self._auth_header(), **kw)
+                if resp.status_code == 401 and self._pat and not refreshed:
+                    resp.close()
+                    refreshed = True
+                    resp = self.session.request(method, url, headers=self._auth_header(force_refresh=True), **kw)
+            except requests.RequestException as exc:
+                raise self._unreachable(method, url, exc) from None
+            if resp.status_code in (401, 403):
+                resp.close()
+                hint = "" if self._key else " (no token configured)"
+                raise LabelStudioAuthError(
+                    f"Label Studio refused {method} {url} (HTTP {resp.status_code}){hint}", AUTH_FIX
+                )
+            if resp.status_code not in _REDIRECTS or "Location" not in resp.headers:
+                return resp
+            target = urljoin(url, resp.headers["Location"])
+            if not self.is_ls_url(target):
+                return resp
+            resp.close()
+            if urlsplit(target).path.startswith("/user/login"):
+                raise LabelStudioAuthError(
+                    f"Label Studio redirected {method} {url} to its login page: the token was not accepted",
+                    AUTH_FIX,
+                )
+            if resp.status_code == 303:
+                method, kw = "GET", {k: v for k, v in kw.items() if k not in ("json", "data")}
+            url = target
+        raise LabelStudioError(f"too many redirects from {method} {url}", "Check the Label Studio URL")
+
+    def _checked(self, method: str, path_or_url: str, **kw: Any) -> requests.Response:
+        resp = self.open(method, path_or_url, **kw)
+        if resp.status_code >= 300:
+            resp.close()
+            status = 404 if resp.status_code == 404 else 424
+            raise LabelStudioError(
+                f"Label Studio answered HTTP {resp.status_code} to {method} {resp.url}",
+                "Check that the task/project/prediction exists and that Label Studio is healthy",
+                status=status,
+            )
+        return resp
+
+    def get(self, path_or_url: str, **kw: Any) -> requests.Response:
+        """GET on the LS host; raises LabelStudioError for any non-2xx answer."""
+        return self._checked("GET", path_or_url, **kw)
+
+    def download(self, url: str, max_bytes: int | None = None) -> bytes:
+        """The body of an LS URL (uploads, local files, storage proxy), optionally capped."""
+        return read_capped(self.get(url, stream=True), max_bytes, url)
+
+    def presign(self, task_id: int, uri: str) -> str:
+        """The URL to fetch a cloud URI (s3://, gs://, azure-blob://) of a task from.
+
+        LS answers /tasks/<id>/presign/?fileuri=<urlsafe base64 of the URI, padded> with a 303 to
+        the presigned URL, which is returned (fetch it WITHOUT LS credentials); for storages with
+        presign off LS streams the bytes itself (200), and the LS endpoint URL is returned.
+        """
+        fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
+        endpoint = f"{self.base_url}/tasks/{int(task_id)}/presign/?fileuri={fileuri}"
+        resp = self.open("GET", endpoint, stream=True)
+        resp.close()
+        if resp.status_code in _REDIRECTS and "Location" in resp.headers:
+            return urljoin(endpoint, resp.headers["Location"])
+        if resp.status_code == 200:
+            return endpoint
+        raise LabelStudioError(
+            f"Label Studio could not presign {uri} for task {task_id} (HTTP {resp.status_code} from {endpoint})",
+            "Check that the project has a cloud storage connected that covers this URI and that "
+            "its credentials in Label Studio are valid",
+        )
+
+    # ---- API ----------------------------------------------------------------------------------
+
+    def get_task(self, task_id: int) -> dict:
+        return self.get(f"/api/tasks/{int(task_id)}/").json()
+
+    def list_tasks(self, project: int, page_size: int = 100) -> Iterator[dict]:
+        """Every task of a project, page by page (GET /api/tasks?project=..&page=..)."""
+        page = 1
+        while True:
+            resp = self.open("GET", "/api/tasks/", params={"project": int(project), "page": page, "page_size": page_size})
+            if resp.status_code == 404 and page > 1:  # DRF answers 404 past the last page
+                return
+            if resp.status_code >= 300:
+                raise LabelStudioError(
+                    f"Label Studio answered HTTP {resp.status_code} listing tasks of project {project}",
+                    "Check that the project exists and the token's user can see it",
+                )
+            body = resp.json()
+            tasks = body.get("tasks", body.get("results", [])) if isinstance(body, dict) else body
+            yield from tasks
+            total = body.get("total") if isinstance(body, dict) else None
+            if not tasks or len(tasks) < page_size or (total is not None and page * page_size >= total):
+                return
+            page += 1
+
+    def create_prediction(self, task_id: int, result: list, score: float | None, model_version: str) -> dict:
+        body = {"task": int(task_id), "result": result, "model_version": model_version}
+        if score is not None:
+            body["score"] = float(score)
+        return self._checked("POST", "/api/predictions/", json=body).json()
+
+    def list_predictions(self, task_id: int) -> list[dict]:
+        body = self.get("/api/predictions/", params={"task": int(task_id)}).json()
+        return body.get("results", []) if isinstance(body, dict) else body
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        resp = self.open("DELETE", f"/api/predictions/{int(prediction_id)}/")
+        resp.close()
+        if resp.status_code not in (200, 204, 404):  # 404: already gone, which is what we wanted
+            raise LabelStudioError(
+                f"Label Studio answered HTTP {resp.status_code} deleting prediction {prediction_id}",
+                "Check that the token's user may manage predictions in this project",
+            )
+
+
+def read_capped(resp: requests.Response, max_bytes: int | None, shown_url: str) -> bytes:
+    """Read a streamed body, giving up (413) as soon as it exceeds max_bytes; closes the response."""
+    with resp:
+        declared = resp.headers.get("Content-Length", "")
+        too_large = PayloadTooLarge(
+            f"{shown_url} is larger than MAX_IMAGE_BYTES={max_bytes}",
+            "Downscale or recompress the image, or raise MAX_IMAGE_BYTES",
+        )
+        if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise too_large
+        chunks, size = [], 0
+        try:
+            for chunk in resp.iter_content(64 * 1024):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise too_large
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise ImageFetchError(
+                f"the transfer of {shown_url} broke off ({type(exc).__name__})",
+                "Retry; if it persists, check the network between this backend and that host",
+            ) from None
+    return b"".join(chunks)
