@@ -1,0 +1,67 @@
+"""Builders for the official SAM v1 sizes and a tiny test configuration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .sam import Sam
+from .transformer import TwoWayTransformer
+
+IMAGE_SIZE = 1024
+PATCH_SIZE = 16
+PROMPT_EMBED_DIM = 256
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+
+
+ENCODER_CONFIGS: dict[str, EncoderConfig] = {
+    "vit_b": EncoderConfig(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": EncoderConfig(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": EncoderConfig(1280, 32, 16, (7, 15, 23, 31)),
+    # Tests only: one windowed and one global block, still 256x64x64 out, real decoder.
+    "tiny": EncoderConfig(64, 2, 2, (1,)),
+}
+
+
+def build_sam(model_type: str) -> Sam:
+    """A randomly initialised Sam of `model_type` (use `with torch.device("meta"):` to skip
+    allocating weights that a checkpoint will replace)."""
+    try:
+        cfg = ENCODER_CONFIGS[model_type]
+    except KeyError:
+        raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(ENCODER_CONFIGS)}") from None
+    grid = IMAGE_SIZE // PATCH_SIZE
+    encoder = ImageEncoderViT(
+        img_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=4.0,
+        out_chans=PROMPT_EMBED_DIM,
+        qkv_bias=True,
+        window_size=14,
+        global_attn_indexes=cfg.global_attn_indexes,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=PROMPT_EMBED_DIM,
+        image_embedding_size=(grid, grid),
+        input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        transformer_dim=PROMPT_EMBED_DIM,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_EMBED_DIM, num_heads=8, mlp_dim=2048),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    return Sam(encoder, prompt_encoder, decoder).eval()
