@@ -1,0 +1,1 @@
+"""Masks -> Label Studio results: brush RLE, polygons, rectangles."""
