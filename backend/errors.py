@@ -7,11 +7,17 @@ class BackendError(Exception):
 
     status = 400
     code = "bad_request"
+    # True when the same call may succeed later (an upstream outage, not the user's input):
+    # auto-annotate jobs retry those and fail the others at once.
+    retryable = False
 
-    def __init__(self, message: str, fix: str = "", *, status: int | None = None, code: str | None = None):
+    def __init__(self, message: str, fix: str = "", *, status: int | None = None, code: str | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
         self.message = message
         self.fix = fix
+        if retryable is not None:
+            self.retryable = retryable
         if status is not None:
             self.status = status
         if code is not None:
@@ -58,3 +64,4 @@ class Overloaded(BackendError):
     """Temporary: out of GPU memory or queue full. Clients should retry."""
 
     status, code = 503, "overloaded"
+    retryable = True
