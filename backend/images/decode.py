@@ -25,6 +25,14 @@ from backend.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
 Image.init()
 BROWSER_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF") if f in Image.OPEN)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _signature(data: bytes) -> str:
+    """The format a file claims by its first bytes, so a corrupt PNG is not called 'not an image'."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), "")
 
 
 def _raise_pillow_limit(max_pixels: int) -> None:
@@ -65,7 +73,7 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def decode_image(data: bytes, *, max_pixels: int = 100_000_000, source: str = "the image") -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int = 100_000_000, source: str = "the image data") -> np.ndarray:
     """Decode, EXIF-transpose and convert to RGB uint8; array.shape[:2] is LS's (height, width).
 
     Raises PayloadTooLarge (413) above `max_pixels`, UnsupportedMedia (415) for non-images,
@@ -81,6 +89,11 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000, source: str = "t
     except Image.DecompressionBombError:
         raise too_many from None
     except UnidentifiedImageError:
+        if _signature(data):
+            raise Unprocessable(
+                f"{source} looks like a {_signature(data)} file but its header is corrupt",
+                "Re-export or re-upload the image",
+            ) from None
         raise UnsupportedMedia(
             f"{source} is not an image in a supported format ({', '.join(BROWSER_FORMATS)})",
             "Convert it to PNG or JPEG",

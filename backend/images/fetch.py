@@ -6,6 +6,7 @@ the address-checked session (netguard) with no credentials at all.
 """
 from __future__ import annotations
 
+import logging
 import os
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -16,6 +17,7 @@ from backend.images.netguard import AddressPolicy, guarded_session
 from backend.images.refs import ImageRef
 from backend.ls_client import LabelStudioClient, origin, read_capped
 
+log = logging.getLogger(__name__)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_HOPS = 5
 _SECRET_PARAM_PARTS = ("sig", "token", "key", "cred", "auth", "secret", "pass", "security")
@@ -102,6 +104,7 @@ class ImageFetcher:
             if scheme not in ("http", "https"):
                 raise ImageFetchError(f"refusing to fetch {shown_url(url)}: not http(s)", "Use an http(s) image URL")
             trusted = trusted and self.ls is not None and self.ls.is_ls_url(url)
+            log.debug("fetching %s (%s)", shown_url(url), "with LS credentials" if trusted else "anonymous")
             resp = self._get(url, trusted)
             if resp.status_code in _REDIRECTS and "Location" in resp.headers:
                 resp.close()
