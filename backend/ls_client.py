@@ -46,12 +46,14 @@ class LabelStudioError(BackendError):
     """Label Studio failed or answered unexpectedly: an upstream failure (424)."""
 
     status, code = 424, "label_studio_error"
+    retryable = True
 
 
 class LabelStudioAuthError(LabelStudioError):
-    """Label Studio rejected (or was never given) our credentials."""
+    """Label Studio rejected (or was never given) our credentials: retrying cannot help."""
 
     code = "label_studio_unauthorized"
+    retryable = False
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -215,7 +217,7 @@ class LabelStudioClient:
             if resp.status_code == 303:
                 method, kw = "GET", {k: v for k, v in kw.items() if k not in ("json", "data")}
             url = target
-        raise LabelStudioError(f"too many redirects from {method} {url}", "Check the Label Studio URL")
+        raise LabelStudioError(f"too many redirects from {method} {url}", "Check the Label Studio URL", retryable=False)
 
     def _checked(self, method: str, path_or_url: str, **kw: Any) -> requests.Response:
         resp = self.open(method, path_or_url, **kw)
@@ -226,6 +228,7 @@ class LabelStudioClient:
                 f"Label Studio answered HTTP {resp.status_code} to {method} {resp.url}",
                 "Check that the task/project/prediction exists and that Label Studio is healthy",
                 status=status,
+                retryable=resp.status_code >= 500,
             )
         return resp
 
@@ -256,6 +259,7 @@ class LabelStudioClient:
             f"Label Studio could not presign {uri} for task {task_id} (HTTP {resp.status_code} from {endpoint})",
             "Check that the project has a cloud storage connected that covers this URI and that "
             "its credentials in Label Studio are valid",
+            retryable=resp.status_code >= 500,
         )
 
     # ---- API ----------------------------------------------------------------------------------
@@ -274,6 +278,7 @@ class LabelStudioClient:
                 raise LabelStudioError(
                     f"Label Studio answered HTTP {resp.status_code} listing tasks of project {project}",
                     "Check that the project exists and the token's user can see it",
+                    retryable=resp.status_code >= 500,
                 )
             body = resp.json()
             tasks = body.get("tasks", body.get("results", [])) if isinstance(body, dict) else body
@@ -300,6 +305,7 @@ class LabelStudioClient:
             raise LabelStudioError(
                 f"Label Studio answered HTTP {resp.status_code} deleting prediction {prediction_id}",
                 "Check that the token's user may manage predictions in this project",
+                retryable=resp.status_code >= 500,
             )
 
 
@@ -324,5 +330,6 @@ def read_capped(resp: requests.Response, max_bytes: int | None, shown_url: str) 
             raise ImageFetchError(
                 f"the transfer of {shown_url} broke off ({type(exc).__name__})",
                 "Retry; if it persists, check the network between this backend and that host",
+                retryable=True,
             ) from None
     return b"".join(chunks)

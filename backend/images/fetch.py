@@ -125,11 +125,13 @@ class ImageFetcher:
             raise ImageFetchError(
                 f"fetching {shown_url(url)} timed out after {self.timeout:g} s",
                 "Check that the image host is reachable from this backend, or raise FETCH_TIMEOUT_S",
+                retryable=True,
             ) from None
         except requests.RequestException as exc:
             raise ImageFetchError(
                 f"cannot reach {shown_url(url)} ({type(exc).__name__})",
                 "Check that the image host is reachable from this backend (DNS, firewall, proxy)",
+                retryable=True,
             ) from None
 
     def _status_error(self, url: str, status: int) -> ImageFetchError:
@@ -140,7 +142,8 @@ class ImageFetcher:
             fix = "The image host refused access; presigned URLs may have expired - retry, or make the image readable"
         else:
             fix = f"Retry later; {where} failed"
-        return ImageFetchError(f"{where} answered HTTP {status} for {shown_url(url)}", fix)
+        retryable = status >= 500 or status in (408, 429)
+        return ImageFetchError(f"{where} answered HTTP {status} for {shown_url(url)}", fix, retryable=retryable)
 
 
 def fetch_image_bytes(ref: ImageRef, fetcher: ImageFetcher) -> bytes:

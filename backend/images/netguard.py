@@ -41,7 +41,7 @@ class AddressPolicy:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror:
             raise ImageFetchError(
-                f"cannot resolve the image host {host!r}", "Check the image URL and this backend's DNS"
+                f"cannot resolve the image host {host!r}", "Check the image URL and this backend's DNS", retryable=True
             ) from None
         ips = [info[4][0] for info in infos]
         if self.allow_private or (host.lower(), port) in self.always_allowed:

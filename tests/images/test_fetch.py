@@ -56,6 +56,7 @@ def test_wrong_token_for_upload_says_set_api_key(ls, png):
     with pytest.raises(LabelStudioAuthError) as err:
         load(ls, "/data/upload/1/a.png")
     assert "LABEL_STUDIO_API_KEY" in err.value.fix and "/data/upload/1/a.png" in err.value.message
+    assert not err.value.retryable
 
 
 def test_ls_redirect_to_other_host_carries_no_credentials(ls, ext, png):
@@ -201,7 +202,14 @@ def test_404_names_url_and_fix(ls):
     with pytest.raises(ImageFetchError) as err:
         load(ls, "/data/upload/1/gone.png")
     assert err.value.status == 424 and "/data/upload/1/gone.png" in err.value.message and "404" in err.value.message
-    assert "exists" in err.value.fix
+    assert "exists" in err.value.fix and not err.value.retryable
+
+
+def test_upstream_5xx_is_retryable(ls):
+    ls.serve("/data/upload/1/a.png", status=503)
+    with pytest.raises(ImageFetchError) as err:
+        load(ls, "/data/upload/1/a.png")
+    assert err.value.retryable and "503" in err.value.message
 
 
 def test_timeout_names_url_and_fix(ls, ext, png):
@@ -213,6 +221,7 @@ def test_timeout_names_url_and_fix(ls, ext, png):
     with pytest.raises(ImageFetchError) as err:
         load(ls, ext.url + "/slow.png", fetcher_for(ls, allow_private_image_urls=True, timeout=0.3))
     assert "timed out" in err.value.message and "/slow.png" in err.value.message and err.value.fix
+    assert err.value.retryable
 
 
 def test_unreachable_host(ls, ext):

@@ -223,4 +223,4 @@ def test_unreachable_ls_names_url_and_fix(ls):
     ls.close()
     with pytest.raises(LabelStudioError) as err:
         LabelStudioClient(url, api_key="k", timeout=2).get_task(1)
-    assert url in err.value.message and "LABEL_STUDIO_URL" in err.value.fix
+    assert url in err.value.message and "LABEL_STUDIO_URL" in err.value.fix and err.value.retryable
