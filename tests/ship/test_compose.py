@@ -1,0 +1,135 @@
+"""docker/docker-compose.yml as docker-compose itself resolves it (offline `config`)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from backend.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+SETTINGS_VARS = {f.name.upper() for f in fields(Settings)}
+ENTRYPOINT_VARS = {"SAM_SKIP_DOWNLOAD"}  # read by docker/entrypoint.sh, not by the app
+BACKENDS = ("backend-gpu", "backend-cpu")
+WORKERS = ("worker-gpu", "worker-cpu")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose is not installed (make test installs it with apt-get)",
+)
+
+
+def compose_config(*extra: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), *extra, "config"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return compose_config()["services"]
+
+
+def published(service: dict[str, Any]) -> set[int]:
+    return {int(p["published"]) for p in service.get("ports", [])}
+
+
+def test_services_and_ports(services: dict[str, Any]) -> None:
+    assert set(services) == {"label-studio", "redis", *BACKENDS, *WORKERS}
+    assert published(services["label-studio"]) == {8080}
+    for name in BACKENDS:
+        assert published(services[name]) == {9090}
+    assert not published(services["redis"]) and not any(published(services[w]) for w in WORKERS)
+
+
+def test_label_studio_is_pinned_and_serves_the_shared_files(services: dict[str, Any]) -> None:
+    ls = services["label-studio"]
+    assert ls["image"] == "heartexlabs/label-studio:1.23.2"
+    env = ls["environment"]
+    assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
+    root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
+    assert any(v.startswith(f"files:{root}") for v in ls["volumes"])
+    for name in (*BACKENDS, *WORKERS):
+        # Same path in the backend, so /data/local-files/?d=<path> resolves without HTTP.
+        assert services[name]["environment"]["LOCAL_FILES_DOCUMENT_ROOT"] == root
+        assert f"files:{root}:ro" in services[name]["volumes"]
+    assert env["ML_BLOCK_LOCAL_IP"] == "false" and env["SSRF_PROTECTION_ENABLED"] == "false"
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    for name in ("label-studio", "redis", *BACKENDS):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+    assert "/health" in " ".join(services["backend-cpu"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8080/health" in " ".join(services["label-studio"]["healthcheck"]["test"])
+
+
+def test_start_order_waits_for_health(services: dict[str, Any]) -> None:
+    for backend, worker in zip(BACKENDS, WORKERS):
+        assert services[backend]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+        assert services[worker]["depends_on"] == {backend: {"condition": "service_healthy"}}
+
+
+def test_backends_are_reachable_as_backend_and_wired_to_ls_and_redis(services: dict[str, Any]) -> None:
+    for name in BACKENDS:
+        assert "backend" in services[name]["networks"]["default"]["aliases"]
+    for name in (*BACKENDS, *WORKERS):
+        env = services[name]["environment"]
+        assert env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+        assert "LABEL_STUDIO_API_KEY" in env
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["RQ_QUEUE"] == Settings.rq_queue
+        unknown = set(env) - SETTINGS_VARS - ENTRYPOINT_VARS
+        assert not unknown, f"not read by backend/settings.py: {unknown}"
+
+
+def test_gpu_variant_reserves_a_gpu_and_cpu_variant_builds_without_cuda(services: dict[str, Any]) -> None:
+    for name in ("backend-gpu", "worker-gpu"):
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert services[name]["profiles"] == ["gpu"]
+    for name in ("backend-cpu", "worker-cpu"):
+        assert "deploy" not in services[name]
+        assert services[name]["profiles"] == ["cpu"]
+        assert services[name]["build"]["args"]["TORCH_INDEX_URL"].endswith("/whl/cpu")
+        assert services[name]["environment"]["SAM_DEVICE"] == "cpu"
+
+
+def test_workers_run_the_job_worker_and_never_download(services: dict[str, Any]) -> None:
+    for name in WORKERS:
+        assert services[name]["command"] == ["python", "-m", "backend", "worker"]
+        assert services[name]["environment"]["SAM_SKIP_DOWNLOAD"] == "true"
+
+
+def test_redis_is_a_bounded_cache_without_persistence(services: dict[str, Any]) -> None:
+    command = services["redis"]["command"]
+    assert services["redis"]["image"] == "redis:7-alpine"
+    pairs = dict(zip(command[1::2], command[2::2]))
+    assert pairs == {"--maxmemory": "2gb", "--maxmemory-policy": "allkeys-lru", "--save": "", "--appendonly": "no"}
+
+
+def test_env_example_feeds_the_token_to_ls_and_backend(tmp_path: Path) -> None:
+    example = (ROOT / "docker" / ".env.example").read_text()
+    filled = example.replace("LABEL_STUDIO_API_KEY=\n", "LABEL_STUDIO_API_KEY=tok123\n")
+    assert filled != example
+    env_file = tmp_path / ".env"
+    env_file.write_text(filled)
+    services = compose_config("--env-file", str(env_file))["services"]
+    assert services["label-studio"]["environment"]["LABEL_STUDIO_USER_TOKEN"] == "tok123"
+    assert services["backend-gpu"]["environment"]["LABEL_STUDIO_API_KEY"] == "tok123"
+
+
+def test_readme_documents_what_compose_sets() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("LABEL_STUDIO_API_KEY", "ML_BLOCK_LOCAL_IP", "SSRF_PROTECTION_ENABLED",
+                 "http://backend:9090", "--profile cpu", "--profile gpu", "docker/.env.example"):
+        assert name in readme, name
