@@ -37,8 +37,8 @@ _REFRESH_SKEW_S = 30.0
 AUTH_FIX = (
     "Set LABEL_STUDIO_API_KEY to a valid token of a user with access to the project "
     "(Label Studio -> Account & Settings: a Personal Access Token, or a Legacy Token). "
-    "Legacy tokens work only while the organization allows them (Organization -> API Tokens "
-    "Settings); personal access tokens must be enabled there too and not expired or revoked."
+    "Each kind works only while the organization's API token settings (Organization page) "
+    "enable it; a personal access token must also be unexpired and not revoked."
 )
 
 
@@ -124,7 +124,7 @@ class LabelStudioClient:
 
     def url(self, path_or_url: str) -> str:
         """Absolute URL on the LS host; refuses anything else so credentials cannot leak."""
-        if "://" not in path_or_url:
+        if not urlsplit(path_or_url).scheme:  # a path (even "//host/x") stays on the LS host
             return self.base_url + "/" + path_or_url.lstrip("/")
         if not self.is_ls_url(path_or_url):
             raise ValueError("LabelStudioClient only talks to the Label Studio host")

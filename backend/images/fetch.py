@@ -14,7 +14,7 @@ import requests
 
 from backend.errors import ImageFetchError, PayloadTooLarge
 from backend.images.netguard import AddressPolicy, guarded_session
-from backend.images.refs import ImageRef
+from backend.images.refs import ForbiddenImage, ImageRef
 from backend.ls_client import LabelStudioClient, origin, read_capped
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,21 @@ class ImageFetcher:
         )
 
     def _read_local(self, path: str) -> bytes:
-        if os.path.getsize(path) > self.max_image_bytes:
-            raise self._too_large(path)
-        with open(path, "rb") as fh:
+        """Read a file resolve_image_ref confined to the root; checked again here, right before
+        opening (a link swapped in since then is refused, the last component is not followed)."""
+        root = os.path.realpath(self.local_files_root) if self.local_files_root else ""
+        if not root or os.path.commonpath([os.path.realpath(path), root]) != root:
+            raise ForbiddenImage(
+                f"{path} is not under LOCAL_FILES_DOCUMENT_ROOT={self.local_files_root!r}",
+                "Resolve local files with the same LOCAL_FILES_DOCUMENT_ROOT this fetcher uses",
+            )
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise ImageFetchError(f"cannot read local file {path} ({exc.strerror})", "Check the file and its permissions") from None
+        with os.fdopen(fd, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > self.max_image_bytes:
+                raise self._too_large(path)
             data = fh.read(self.max_image_bytes + 1)
         if len(data) > self.max_image_bytes:  # it grew since the stat
             raise self._too_large(path)

@@ -6,7 +6,7 @@ Kinds (Label Studio 1.23 task data, see /work/shared/DESIGN.md):
            a `/data/local-files/?d=..` when no local root is configured), joined with the LS base URL;
 - "local": `/data/local-files/?d=<path>` read from LOCAL_FILES_DOCUMENT_ROOT;
 - "url":   an absolute http(s) URL (credentials only if it is the LS host);
-- "cloud": s3:// gs:// azure-blob:// (gcs://, azure-spi://), fetched through the LS presign endpoint;
+- "cloud": s3:// gs:// azure-blob:// azure-spi://, fetched through the LS presign endpoint;
 - "data":  a data: URI.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlsplit, urlunsplit
 
 from backend.errors import BackendError, BadRequest, ImageFetchError
 
-CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure-spi")
+CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # azure-spi: LS Enterprise service principal
 _UNDEFINED_KEY = "$undefined$"  # LS's data key for files imported without a labeling config
 
 

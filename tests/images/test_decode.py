@@ -49,6 +49,14 @@ def test_exif_orientation_applied_like_browsers(orientation, shape, first_color)
     assert arr[blue_at][2] > 200 and arr[blue_at][0] < 60
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF")
+def test_corrupt_exif_ignored_like_browsers_do():
+    garbage = b"Exif\0\0MM\0*\0\0\0\x08\x00\x01\x01\x12\x00\x03\xff\xff\xff\xff\x00\x06"
+    data = image_bytes(left_red_right_blue(), "JPEG")
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(garbage) + 2) + garbage + data[2:]
+    assert decode_image(data).shape == (20, 40, 3)
+
+
 def test_rgb_png_exact():
     img = left_red_right_blue(4, 2)
     arr = decode_image(image_bytes(img))

@@ -307,7 +307,19 @@ def test_local_absolute_path_stays_under_root(ls, root, tmp_path):
 def test_local_file_byte_cap(ls, root):
     ref = resolve_image_ref(task("/data/local-files/?d=set1/a.png"), "image", local_files_root=str(root))
     with pytest.raises(PayloadTooLarge):
-        fetch_image_bytes(ref, ImageFetcher(None, max_image_bytes=10))
+        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root), max_image_bytes=10))
+
+
+def test_local_file_rechecked_at_read_time(root, tmp_path):
+    ref = resolve_image_ref(task("/data/local-files/?d=set1/a.png"), "image", local_files_root=str(root))
+    with pytest.raises(ForbiddenImage):  # a fetcher without (or with another) root reads nothing
+        fetch_image_bytes(ref, ImageFetcher(None))
+    with pytest.raises(ForbiddenImage):
+        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root / "set1" / "sub")))
+    (root / "set1" / "a.png").unlink()
+    (root / "set1" / "a.png").symlink_to(tmp_path / "secret.png")  # swapped after resolving
+    with pytest.raises(ForbiddenImage):
+        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root)))
 
 
 def test_local_files_without_root_fetched_from_ls(ls, png):

@@ -150,6 +150,13 @@ def test_refuses_urls_off_the_ls_host(ls, ext):
     assert ext.seen == []
 
 
+def test_paths_always_stay_on_the_ls_host(ls):
+    client = LabelStudioClient(ls.url, api_key="k")
+    assert client.url("/data/local-files/?d=http://evil/x.png") == ls.url + "/data/local-files/?d=http://evil/x.png"
+    assert client.url("//evil.example/x") == ls.url + "/evil.example/x"
+    assert client.url(ls.url.upper().replace("HTTP", "http") + "/a") == ls.url.upper().replace("HTTP", "http") + "/a"
+
+
 def test_foreign_redirect_is_returned_not_followed(ls, ext):
     ls.serve("/data/upload/1/a.png", status=302, headers={"Location": ext.url + "/a.png"})
     resp = LabelStudioClient(ls.url, api_key="k").open("GET", "/data/upload/1/a.png")
