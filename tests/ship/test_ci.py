@@ -1,0 +1,37 @@
+"""The CI entry point runs the README's test command, and a pytest failure fails it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ci_run_is_strict_bash_running_make_test() -> None:
+    script = ROOT / ".ci" / "run"
+    assert os.access(script, os.X_OK)
+    lines = [line.strip() for line in script.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert "set -euo pipefail" in lines
+    assert lines[-1] == "make test"
+    assert not any("|| true" in line or "; true" in line for line in lines)
+
+
+def test_readme_gives_the_same_test_command() -> None:
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_test_fails_when_no_tests_ran() -> None:
+    # The stamps are taken as up to date (-o) so this checks only how `make test` treats
+    # pytest's status: exit 5 ("no tests ran") must fail the target, hence CI.
+    out = subprocess.run(
+        ["make", "-o", ".venv/.test-stamp", "-o", "system-packages", "test",
+         f"PYTEST_ARGS={Path(__file__).relative_to(ROOT)} -k no_test_has_this_name -p no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode != 0
+    assert "Error 5" in out.stderr  # make's report of pytest's own exit status
