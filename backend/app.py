@@ -24,7 +24,7 @@ from backend.logits_store import LogitsStore
 from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
 from backend.model import Limits, SamBackend
-from backend.outputs import mask_to_regions
+from backend.outputs.regions import mask_to_regions
 from backend.settings import Settings
 
 log = logging.getLogger("backend.app")
@@ -86,8 +86,7 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
     backend = SamBackend(
         serving, cache, logits, images, mask_to_regions, metrics, limits,
         warm_queue_size=settings.warm_queue_size, warm_on_predict=settings.warm_on_predict,
-        region_options={"polygon_tolerance_px": settings.polygon_tolerance_px,
-                        "polygon_min_area_px": settings.polygon_min_area_px},
+        region_options={"tolerance_px": settings.polygon_tolerance_px, "min_area_px": settings.polygon_min_area_px},
     )
     return backend, images
 

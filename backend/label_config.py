@@ -138,7 +138,7 @@ def choose_output(config: LabelConfig, to_name: str, prompt_controls: set[str], 
             chosen = label if label in control.labels else control.labels[0]
             return OutputTarget(from_name=control.name, to_name=to_name, output_type=kind, label=chosen)
     raise Unprocessable(
-        f"the label config has no control with labels to hold a mask on image {to_name!r}",
+        f"no BrushLabels, PolygonLabels or (non-prompt) RectangleLabels with labels is bound to image {to_name!r}",
         f'add <BrushLabels name="mask" toName="{to_name}"><Label value="..."/></BrushLabels> '
         f'or <PolygonLabels name="polygon" toName="{to_name}">...</PolygonLabels> '
         f"(or a non-prompt <RectangleLabels> for boxes only)",
