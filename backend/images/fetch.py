@@ -139,6 +139,11 @@ class ImageFetcher:
                 "Check that the image host is reachable from this backend, or raise FETCH_TIMEOUT_S",
                 retryable=True,
             ) from None
+        except requests.exceptions.SSLError:
+            raise ImageFetchError(
+                f"the TLS certificate of {shown_url(url)} could not be verified",
+                "Serve the image with a certificate valid for its host name (and a trusted CA)",
+            ) from None
         except requests.RequestException as exc:
             raise ImageFetchError(
                 f"cannot reach {shown_url(url)} ({type(exc).__name__})",

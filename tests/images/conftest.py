@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ Reply = tuple[int, dict, bytes]
 class FakeServer:
     """Routes `path -> fn(Seen) -> (status, headers, body)`; records every request it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.routes: dict[str, Callable[[Seen], Reply]] = {}
         self.seen: list[Seen] = []
         server = self
@@ -64,12 +66,22 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
 
     def serve(self, path: str, body: bytes = b"", status: int = 200, headers: dict | None = None) -> None:
         self.routes[path] = lambda req: (status, dict(headers or {}), body)
@@ -89,6 +101,27 @@ def ls():
 @pytest.fixture
 def ext():
     server = FakeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for the name images.test: (cert.pem, key.pem)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=images.test",
+         "-addext", "subjectAltName=DNS:images.test"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_ext(tls_cert):
+    server = FakeServer(tls=tls_cert)
     yield server
     server.close()
 

@@ -159,6 +159,23 @@ def test_every_resolved_address_checked(ls, monkeypatch, no_connect):
         load(ls, "http://images.example.com/a.png")
 
 
+def test_https_checked_address_still_verifies_the_certificate_name(ls, tls_ext, tls_cert, png, monkeypatch):
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *a, **kw: real("127.0.0.1" if host.endswith(".test") else host, *a, **kw)
+    )
+    tls_ext.serve("/a.png", png)
+    fetcher = fetcher_for(ls, allow_private_image_urls=True)
+    fetcher.session.verify = tls_cert[0]
+    png_image(load(ls, f"https://images.test:{tls_ext.port}/a.png", fetcher))  # connected to 127.0.0.1, name checked
+    with pytest.raises(ImageFetchError, match="TLS certificate"):
+        load(ls, f"https://other.test:{tls_ext.port}/a.png", fetcher)  # certificate is not for this name
+    strict = fetcher_for(ls)
+    strict.session.verify = tls_cert[0]
+    with pytest.raises(ForbiddenImage):
+        load(ls, f"https://images.test:{tls_ext.port}/a.png", strict)
+
+
 def test_each_redirect_hop_checked(ls, ext, png):
     ext.serve("/a.png", png)
     ls.serve("/data/upload/1/a.png", status=302, headers={"Location": ext.url + "/a.png"})
