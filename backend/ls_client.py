@@ -14,6 +14,7 @@ Tokens (Label Studio 1.23):
 The `access_token` that LS sends in /setup (ls-samples/setup_request.json) is the connecting
 user's legacy token (40 chars, not a JWT); it is used when LABEL_STUDIO_API_KEY is not set.
 """
+
 from __future__ import annotations
 
 import base64
@@ -160,7 +161,9 @@ class LabelStudioClient:
         try:
             access = resp.json()["access"]
         except (ValueError, KeyError, TypeError):
-            raise LabelStudioError(f"POST {url} did not return an access token", "Check the Label Studio version") from None
+            raise LabelStudioError(
+                f"POST {url} did not return an access token", "Check the Label Studio version"
+            ) from None
         claims = jwt_claims(access) or {}
         self._access = access
         # Without an exp claim, use it for a minute, then refresh.
@@ -271,7 +274,9 @@ class LabelStudioClient:
         """Every task of a project, page by page (GET /api/tasks?project=..&page=..)."""
         page = 1
         while True:
-            resp = self.open("GET", "/api/tasks/", params={"project": int(project), "page": page, "page_size": page_size})
+            resp = self.open(
+                "GET", "/api/tasks/", params={"project": int(project), "page": page, "page_size": page_size}
+            )
             if resp.status_code == 404 and page > 1:  # DRF answers 404 past the last page
                 return
             if resp.status_code >= 300:

@@ -1,4 +1,5 @@
 """Task image reference -> RGB uint8 array, safely. See refs (what), fetch (bytes), decode (pixels)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ before anything else: the returned array's shape is the size LS reports, and mas
 The pixel limit is checked on the header size, before any pixel is decoded, so a 30000x30000
 PNG of a few hundred bytes costs nothing.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,14 @@ from backend.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
 Image.init()
 BROWSER_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "ICO", "TIFF") if f in Image.OPEN)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+_SIGNATURES = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 
 def _signature(data: bytes) -> str:
@@ -99,7 +107,9 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000, source: str = "t
             "Convert it to PNG or JPEG",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise Unprocessable(f"{source} has a corrupt image header ({exc})", "Re-export or re-upload the image") from None
+        raise Unprocessable(
+            f"{source} has a corrupt image header ({exc})", "Re-export or re-upload the image"
+        ) from None
     width, height = img.size
     if width * height > max_pixels:
         raise too_many

@@ -4,6 +4,7 @@ Redirects are followed by hand (at most 5 hops). A hop gets LS credentials only 
 chain so far stayed on the LS host; from the first foreign hop on, every request goes through
 the address-checked session (netguard) with no credentials at all.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,9 @@ class ImageFetcher:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
-            raise ImageFetchError(f"cannot read local file {path} ({exc.strerror})", "Check the file and its permissions") from None
+            raise ImageFetchError(
+                f"cannot read local file {path} ({exc.strerror})", "Check the file and its permissions"
+            ) from None
         with os.fdopen(fd, "rb") as fh:
             if os.fstat(fh.fileno()).st_size > self.max_image_bytes:
                 raise self._too_large(path)

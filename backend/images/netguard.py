@@ -6,6 +6,7 @@ each redirect hop is checked, and DNS rebinding (public at check time, private a
 time) cannot slip through. The LS host itself is always allowed (it is often on a private
 network next to us).
 """
+
 from __future__ import annotations
 
 import ipaddress

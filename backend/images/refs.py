@@ -9,6 +9,7 @@ Kinds (Label Studio 1.23 task data, see /work/shared/DESIGN.md):
 - "cloud": s3:// gs:// azure-blob:// azure-spi://, fetched through the LS presign endpoint;
 - "data":  a data: URI.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,7 +68,7 @@ def resolve_image_ref(
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(
             f"task {task_id} has no image URL in data.{key}",
-            f"Make the labeling config's <Image value=\"${key}\"> match a key of the task data",
+            f'Make the labeling config\'s <Image value="${key}"> match a key of the task data',
         )
     value = value.strip()
     scheme = urlsplit(value).scheme.lower()

@@ -1,4 +1,5 @@
 """Decoding: EXIF orientation, modes -> RGB uint8, limits checked before decoding, clear refusals."""
+
 from __future__ import annotations
 
 import struct
@@ -11,7 +12,7 @@ from PIL import Image, ImageFile
 
 from backend.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
 from backend.images import decode_image
-from tests.images.conftest import image_bytes
+from tests.images.fakes import image_bytes
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -124,7 +125,9 @@ def huge_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def test_30000x30000_png_refused_before_decoding(monkeypatch):

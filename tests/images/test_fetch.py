@@ -1,5 +1,6 @@
 """Fetching through real local servers: credentials stay on the LS host, private addresses are
 refused (only ever resolved, never connected to, except 127.0.0.1 test servers), bytes are capped."""
+
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,7 @@ import pytest
 from backend.errors import ImageFetchError, PayloadTooLarge, UnsupportedMedia
 from backend.images import ForbiddenImage, ImageFetcher, fetch_image_bytes, load_image, resolve_image_ref
 from backend.ls_client import LabelStudioAuthError, LabelStudioClient
-from tests.images.conftest import make_pat, requires_token
+from tests.images.fakes import make_pat, requires_token
 
 TOKEN = "Token secret-key"
 
@@ -45,8 +46,14 @@ def test_upload_fetched_with_token(ls, png):
 
 def test_upload_with_personal_access_token(ls, png):
     pat = make_pat()
-    ls.routes["/api/token/refresh/"] = lambda r: (200, {"Content-Type": "application/json"}, b'{"access": "a.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.c"}')
-    ls.routes["/data/upload/1/a.png"] = requires_token("Bearer a.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.c", lambda r: (200, {}, png))
+    ls.routes["/api/token/refresh/"] = lambda r: (
+        200,
+        {"Content-Type": "application/json"},
+        b'{"access": "a.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.c"}',
+    )
+    ls.routes["/data/upload/1/a.png"] = requires_token(
+        "Bearer a.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.c", lambda r: (200, {}, png)
+    )
     fetcher = ImageFetcher(LabelStudioClient(ls.url, api_key=pat))
     png_image(load(ls, "/data/upload/1/a.png", fetcher))
 
@@ -61,7 +68,9 @@ def test_wrong_token_for_upload_says_set_api_key(ls, png):
 
 def test_ls_redirect_to_other_host_carries_no_credentials(ls, ext, png):
     ext.serve("/bucket/a.png", png)
-    ls.routes["/data/upload/1/a.png"] = requires_token(TOKEN, lambda r: (302, {"Location": ext.url + "/bucket/a.png"}, b""))
+    ls.routes["/data/upload/1/a.png"] = requires_token(
+        TOKEN, lambda r: (302, {"Location": ext.url + "/bucket/a.png"}, b"")
+    )
     png_image(load(ls, "/data/upload/1/a.png", fetcher_for(ls, allow_private_image_urls=True)))
     assert ls.seen[-1].headers.get("Authorization") == TOKEN
     assert len(ext.seen) == 1 and "Authorization" not in ext.seen[0].headers and "Cookie" not in ext.seen[0].headers
@@ -150,8 +159,10 @@ def test_every_resolved_address_checked(ls, monkeypatch, no_connect):
 
     def fake(host, *args, **kw):
         if host == "images.example.com":  # one public, one private answer: refused
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80)),
-                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 80))]
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 80)),
+            ]
         return real(host, *args, **kw)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
@@ -251,15 +262,25 @@ def test_unreachable_host(ls, ext):
 def test_signed_query_masked_in_errors(ls, ext):
     ext.serve("/a.png", status=403)
     with pytest.raises(ImageFetchError) as err:
-        load(ls, ext.url + "/a.png?X-Amz-Signature=s3cr3t&sig=azure&v=1", fetcher_for(ls, allow_private_image_urls=True))
+        load(
+            ls, ext.url + "/a.png?X-Amz-Signature=s3cr3t&sig=azure&v=1", fetcher_for(ls, allow_private_image_urls=True)
+        )
     assert "s3cr3t" not in err.value.message and "azure" not in err.value.message and "v=1" in err.value.message
 
 
 def test_html_login_page_is_unsupported_media(ls):
-    ls.serve("/data/upload/1/a.png", b"<!DOCTYPE html><html><title>Login</title></html>", headers={"Content-Type": "text/html"})
+    ls.serve(
+        "/data/upload/1/a.png",
+        b"<!DOCTYPE html><html><title>Login</title></html>",
+        headers={"Content-Type": "text/html"},
+    )
     with pytest.raises(UnsupportedMedia) as err:
         load(ls, "/data/upload/1/a.png")
-    assert err.value.status == 415 and "/data/upload/1/a.png" in err.value.message and "LABEL_STUDIO_API_KEY" in err.value.fix
+    assert (
+        err.value.status == 415
+        and "/data/upload/1/a.png" in err.value.message
+        and "LABEL_STUDIO_API_KEY" in err.value.fix
+    )
 
 
 def test_data_uri(ls, png):
@@ -292,7 +313,9 @@ def root(tmp_path, png):
 
 
 def test_local_file_read_from_root(ls, root):
-    ref = resolve_image_ref(task("/data/local-files/?d=set1/a.png"), "image", ls_base_url=ls.url, local_files_root=str(root))
+    ref = resolve_image_ref(
+        task("/data/local-files/?d=set1/a.png"), "image", ls_base_url=ls.url, local_files_root=str(root)
+    )
     assert ref.kind == "local" and ref.cache_key == f"file:{root / 'set1' / 'a.png'}"
     png_image(load_image(ref, fetcher_for(ls, local_files_root=str(root))))
     assert ls.seen == []
@@ -340,5 +363,7 @@ def test_local_file_rechecked_at_read_time(root, tmp_path):
 
 
 def test_local_files_without_root_fetched_from_ls(ls, png):
-    ls.routes["/data/local-files/"] = requires_token(TOKEN, lambda r: (200, {}, png) if r.query["d"] == ["set1/a.png"] else (404, {}, b""))
+    ls.routes["/data/local-files/"] = requires_token(
+        TOKEN, lambda r: (200, {}, png) if r.query["d"] == ["set1/a.png"] else (404, {}, b"")
+    )
     png_image(load(ls, "/data/local-files/?d=set1/a.png"))

@@ -1,4 +1,5 @@
 """LabelStudioClient against a real local HTTP server playing Label Studio."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from backend.ls_client import LabelStudioAuthError, LabelStudioClient, LabelStudioError, jwt_claims
-from tests.images.conftest import jwt, make_pat, requires_token
+from tests.images.fakes import jwt, make_pat, requires_token
 
 LEGACY = "harnesstoken0123456789abcdef0123456789ab"  # the shape LS sends in /setup
 
@@ -71,7 +72,9 @@ def test_personal_access_token_is_exchanged_and_reused(ls):
     client.get_task(1)
     client.get_task(1)
     assert len(svc.issued) == 1
-    assert [r.headers.get("Authorization") for r in ls.seen if r.path == "/api/tasks/1/"] == [f"Bearer {svc.issued[0]}"] * 2
+    assert [r.headers.get("Authorization") for r in ls.seen if r.path == "/api/tasks/1/"] == [
+        f"Bearer {svc.issued[0]}"
+    ] * 2
     assert all(pat not in (r.headers.get("Authorization") or "") for r in ls.seen)  # the PAT itself is never a header
 
 
@@ -217,7 +220,12 @@ def test_predictions_create_list_delete(ls):
     ls.routes["/api/predictions/1/"] = requires_token("Token k", lambda r: (204, {}, b""))
     client = LabelStudioClient(ls.url, api_key="k")
     created = client.create_prediction(4, [{"type": "brushlabels"}], 0.9, "sam-vit_b")
-    assert created["id"] == 1 and store[1] == {"task": 4, "result": [{"type": "brushlabels"}], "model_version": "sam-vit_b", "score": 0.9}
+    assert created["id"] == 1 and store[1] == {
+        "task": 4,
+        "result": [{"type": "brushlabels"}],
+        "model_version": "sam-vit_b",
+        "score": 0.9,
+    }
     assert [p["id"] for p in client.list_predictions(4)] == [1]
     assert client.list_predictions(5) == []
     client.delete_prediction(1)

@@ -1,4 +1,5 @@
 """resolve_image_ref: every LS URL kind, stable cache keys, clear refusals. Uses the real LS task bodies."""
+
 from __future__ import annotations
 
 import base64
