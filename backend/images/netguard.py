@@ -16,6 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 from backend.errors import ImageFetchError
 from backend.images.refs import ForbiddenImage
@@ -36,17 +37,18 @@ class AddressPolicy:
         self.allow_private = allow_private
         self.always_allowed = {(host.lower(), port) for host, port in (always_allowed or set())}
 
-    def connect_address(self, host: str, port: int) -> str:
-        """The address to connect to for host:port; raises ForbiddenImage for private targets."""
+    def connect_addresses(self, host: str, port: int) -> list[str]:
+        """Where to connect for host:port: the host itself when no check applies, else every
+        address it resolves to, all of which must be public (else ForbiddenImage)."""
+        if self.allow_private or (host.lower(), port) in self.always_allowed:
+            return [host]
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror:
             raise ImageFetchError(
                 f"cannot resolve the image host {host!r}", "Check the image URL and this backend's DNS", retryable=True
             ) from None
-        ips = [info[4][0] for info in infos]
-        if self.allow_private or (host.lower(), port) in self.always_allowed:
-            return ips[0]
+        ips = list(dict.fromkeys(info[4][0] for info in infos))
         private = [ip for ip in ips if not is_public(ip)]
         if private:
             raise ForbiddenImage(
@@ -54,17 +56,24 @@ class AddressPolicy:
                 "Serve images from a public address or from Label Studio; to allow internal image "
                 "hosts set ALLOW_PRIVATE_IMAGE_URLS=true (only where task data is trusted)",
             )
-        return ips[0]
+        return ips
 
 
 def _guarded(base: type, policy: AddressPolicy) -> type:
     class Guarded(base):  # type: ignore[misc, valid-type]
         def _new_conn(self):  # noqa: ANN202 - urllib3's signature
-            # Connect to the checked address; TLS still verifies the certificate against the name.
+            # Connect to a checked address, in resolver order like urllib3 does; TLS still
+            # verifies the certificate against the name, which is restored before the handshake.
             name = self._dns_host
-            self._dns_host = policy.connect_address(name, self.port)
+            failure: ConnectTimeoutError | None = None
             try:
-                return super()._new_conn()
+                for address in policy.connect_addresses(name, self.port):
+                    self._dns_host = address
+                    try:
+                        return super()._new_conn()
+                    except ConnectTimeoutError as exc:  # NewConnectionError included: try the next one
+                        failure = exc
+                raise failure  # type: ignore[misc]
             finally:
                 self._dns_host = name
 

@@ -187,6 +187,23 @@ def test_https_checked_address_still_verifies_the_certificate_name(ls, tls_ext, 
         load(ls, f"https://images.test:{tls_ext.port}/a.png", strict)
 
 
+def test_next_checked_address_tried_when_one_is_down(ls, ext, png, monkeypatch):
+    import backend.images.netguard as netguard
+
+    real = socket.getaddrinfo
+
+    def fake(host, port, *a, **kw):
+        if host == "multi.test":  # the server listens on 127.0.0.1 only: 127.0.0.2 refuses
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
+        return real(host, port, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    monkeypatch.setattr(netguard, "is_public", lambda ip: True)  # pretend both are public
+    ext.serve("/a.png", png)
+    png_image(load(ls, f"http://multi.test:{ext.port}/a.png"))
+    assert ext.seen[0].headers["Host"] == f"multi.test:{ext.port}"
+
+
 def test_each_redirect_hop_checked(ls, ext, png):
     ext.serve("/a.png", png)
     ls.serve("/data/upload/1/a.png", status=302, headers={"Location": ext.url + "/a.png"})
