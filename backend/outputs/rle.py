@@ -77,22 +77,25 @@ def decode_values(rle: list[int] | bytes | np.ndarray) -> np.ndarray:
     if word_bits != _WORD_BITS:
         raise Unprocessable(f"brush RLE word size {word_bits} bits is not supported (LS uses 8)")
     padded = data + bytes(8)  # lets every header read take 8 bytes without bounds checks
+    count_masks = [(1 << size) - 1 for size in sizes]
     counts: list[int] = []
     words: list[int] = []
+    add_count, add_word, from_bytes = counts.append, words.append, int.from_bytes
     produced, pos = 0, _HEADER_BITS
     while produced < num:
         if pos + 3 > total_bits:
             raise Unprocessable(f"brush RLE ends after {produced} of {num} values", "send the whole rle list")
-        head = int.from_bytes(padded[pos >> 3 : (pos >> 3) + 8], "big") << (pos & 7)
-        repeated = (head >> 63) & 1
-        size = sizes[(head >> 61) & 3]
-        count = ((head >> (61 - size)) & ((1 << size) - 1)) + 1
-        pos += 3 + size
-        if repeated:
-            counts.append(count)
-            words.append(_read(padded, pos, 8))
-            pos += 8
+        # 64 bits from pos hold a whole repeat chunk: 3 + at most 16 + 8 bits.
+        head = from_bytes(padded[pos >> 3 : (pos >> 3) + 8], "big") << (pos & 7)
+        size_class = (head >> 61) & 3
+        size = sizes[size_class]
+        count = ((head >> (61 - size)) & count_masks[size_class]) + 1
+        if (head >> 63) & 1:
+            add_count(count)
+            add_word((head >> (53 - size)) & 0xFF)
+            pos += 11 + size
         else:
+            pos += 3 + size
             if pos + 8 * count > total_bits:
                 raise Unprocessable("brush RLE ends inside a literal chunk", "send the whole rle list")
             counts.extend([1] * count)
