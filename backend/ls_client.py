@@ -156,6 +156,12 @@ class LabelStudioClient:
             raise LabelStudioAuthError(
                 f"Label Studio refused the personal access token at POST {url} (HTTP {resp.status_code})", AUTH_FIX
             )
+        if resp.status_code == 404:
+            raise LabelStudioAuthError(
+                f"Label Studio has no token refresh endpoint (HTTP 404 from POST {url})",
+                "This Label Studio version does not support personal access tokens: put a legacy "
+                "token in LABEL_STUDIO_API_KEY",
+            )
         if resp.status_code != 200:
             raise LabelStudioError(f"POST {url} answered HTTP {resp.status_code}", "Check that Label Studio is healthy")
         try:

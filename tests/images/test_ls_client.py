@@ -114,6 +114,12 @@ def test_rejected_personal_access_token(ls):
     assert "LABEL_STUDIO_API_KEY" in err.value.fix
 
 
+def test_personal_access_token_on_ls_without_refresh_endpoint(ls):
+    with pytest.raises(LabelStudioAuthError) as err:
+        LabelStudioClient(ls.url, api_key=make_pat()).get_task(1)
+    assert "legacy token" in err.value.fix and not err.value.retryable
+
+
 def test_expired_personal_access_token_fails_without_a_request(ls):
     with pytest.raises(LabelStudioAuthError, match="expired"):
         LabelStudioClient(ls.url, api_key=make_pat(exp_in=-10)).get_task(1)
