@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend.images.decode import decode_image
-from backend.images.fetch import ImageFetcher, fetch_image_bytes, shown_url
-from backend.images.refs import ForbiddenImage, ImageRef, resolve_image_ref
+from backend.images.fetch import ImageFetcher, fetch_image_bytes
+from backend.images.refs import ForbiddenImage, ImageRef, resolve_image_ref, shown_url
 
 __all__ = [
     "ForbiddenImage",

@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from backend.errors import ImageFetchError, PayloadTooLarge
 from backend.images.netguard import AddressPolicy, guarded_session
-from backend.images.refs import ForbiddenImage, ImageRef
+from backend.images.refs import ForbiddenImage, ImageRef, shown_url
 from backend.ls_client import LabelStudioClient, origin, read_capped
 
 log = logging.getLogger(__name__)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_HOPS = 5
-_SECRET_PARAM_PARTS = ("sig", "token", "key", "cred", "auth", "secret", "pass", "security")
-
-
-def shown_url(url: str) -> str:
-    """A URL safe to log or put in an error: no userinfo, signature/token query values masked."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = [
-        (k, "***" if any(p in k.lower() for p in _SECRET_PARAM_PARTS) else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/*"), ""))
 
 
 class ImageFetcher:

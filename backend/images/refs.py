@@ -18,12 +18,13 @@ import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote_to_bytes, urlencode, urlsplit, urlunsplit
 
 from backend.errors import BackendError, BadRequest, ImageFetchError
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # azure-spi: LS Enterprise service principal
 _UNDEFINED_KEY = "$undefined$"  # LS's data key for files imported without a labeling config
+_SECRET_PARAM_PARTS = ("sig", "token", "key", "cred", "auth", "secret", "pass", "security")
 
 
 class ForbiddenImage(BackendError):
@@ -43,6 +44,20 @@ class ImageRef:
     path: str = ""  # local: the real path under the root
     task_id: int | None = None
     data: bytes = b""  # data: the decoded bytes
+
+
+def shown_url(url: str) -> str:
+    """A URL safe to log or put in an error: no userinfo, signature/token query values masked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = [
+        (k, "***" if any(p in k.lower() for p in _SECRET_PARAM_PARTS) else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/*"), ""))
 
 
 def _shorten(value: str, limit: int = 200) -> str:
@@ -82,7 +97,7 @@ def resolve_image_ref(
         return ImageRef("cloud", _shorten(value), value, url=value, task_id=int(task_id))
     if scheme in ("http", "https"):
         url = _without_fragment(value)
-        return ImageRef("url", _shorten(url), url, url=url, task_id=task_id)
+        return ImageRef("url", _shorten(shown_url(url)), url, url=url, task_id=task_id)
     if scheme:
         raise BadRequest(
             f"task {task_id}: unsupported image URL scheme {scheme!r} in {_shorten(value)}",
@@ -101,7 +116,7 @@ def resolve_image_ref(
             code="label_studio_url_missing",
         )
     url = ls_base_url.rstrip("/") + path
-    return ImageRef("ls", _shorten(url), url, url=url, task_id=task_id)
+    return ImageRef("ls", _shorten(shown_url(url)), url, url=url, task_id=task_id)
 
 
 def _without_fragment(url: str) -> str:

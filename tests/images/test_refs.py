@@ -105,3 +105,9 @@ def test_ls_path_without_base_url_says_what_to_set():
 def test_long_values_shortened_in_source():
     ref = resolve_image_ref(task("https://x.example/" + "a" * 5000), "image")
     assert len(ref.source) < 300 and len(ref.cache_key) > 5000
+
+
+def test_source_masks_signatures_and_userinfo():
+    ref = resolve_image_ref(task("https://user:pw@[2001:db8::1]:8443/a.png?X-Amz-Signature=s3cr3t&v=2"), "image")
+    assert ref.source == "https://[2001:db8::1]:8443/a.png?X-Amz-Signature=***&v=2"
+    assert "s3cr3t" in ref.cache_key  # the key is the URL itself; only what is shown is masked
