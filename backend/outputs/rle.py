@@ -33,7 +33,9 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    flat = np.ascontiguousarray(mask).reshape(-1) != 0
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    if flat.dtype != np.bool_:
+        flat = flat != 0
     starts, lengths = _runs(flat)
     values = np.where(flat[starts], _FOREGROUND, 0).astype(np.uint8)
     return list(_pack(flat.size * _CHANNELS, lengths * _CHANNELS, values).tobytes())
