@@ -19,8 +19,11 @@ import numpy as np
 import torch
 
 from backend.errors import BackendError, Overloaded
+from backend.grabcut import GrabCutEngine
+from backend.settings import Settings
+from sam_model.checkpoint import load_sam
 from sam_model.embedding import ImageEmbedding
-from sam_model.predictor import DecodeResult
+from sam_model.predictor import DecodeResult, SamPredictor
 from sam_model.registry import OFFICIAL_CHECKPOINTS
 
 log = logging.getLogger(__name__)
@@ -54,11 +57,9 @@ class EngineSpec:
     factory: Callable[[], Engine] = field(repr=False)
 
 
-def engine_spec(settings: Any) -> EngineSpec:
+def engine_spec(settings: Settings) -> EngineSpec:
     """Validate SAM_ENGINE / SAM_MODEL / SAM_CHECKPOINT without loading anything heavy."""
     if settings.sam_engine == "grabcut":
-        from backend.grabcut import GrabCutEngine
-
         return EngineSpec(
             model_id=GrabCutEngine.model_id,
             info={"engine": "grabcut", "note": "classical OpenCV GrabCut, not SAM; no weights needed"},
@@ -76,12 +77,13 @@ def engine_spec(settings: Any) -> EngineSpec:
             f"run `make checkpoint` (downloads {checkpoint.name}), or point SAM_CHECKPOINT at the file, "
             "or start with SAM_ENGINE=grabcut to label without weights",
         )
+    # Same weights, same id in every process: the shared Redis cache relies on it.
     model_id = f"sam-{model_type}-{checkpoint.stem}-{checkpoint.stat().st_size}"
+    if settings.sam_quantize != "none":
+        model_id += f"-{settings.sam_quantize}"  # quantized encoders produce different embeddings
 
     def load() -> Engine:
-        from sam_model import SamPredictor, load_sam
-
-        sam = load_sam(model_type, str(checkpoint), device=settings.sam_device)
+        sam = load_sam(model_type, str(checkpoint), device=settings.sam_device, quantize=settings.sam_quantize)
         device = sam.pixel_mean.device.type
         precision = settings.sam_precision
         if precision == "auto":
@@ -91,7 +93,8 @@ def engine_spec(settings: Any) -> EngineSpec:
 
     return EngineSpec(
         model_id=model_id,
-        info={"engine": "sam", "model": model_type, "checkpoint": checkpoint.name, "device": settings.sam_device},
+        info={"engine": "sam", "model": model_type, "checkpoint": checkpoint.name, "device": settings.sam_device,
+              "precision": settings.sam_precision, "quantize": settings.sam_quantize},
         factory=load,
     )
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -169,7 +170,7 @@ class Backend:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)  # quick shutdown; the tests do not need a graceful one
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -196,7 +197,7 @@ def redis_server():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Random weights of the 2-block test model: the real SAM code path, small and deterministic."""
-    from sam_model import build_sam
+    from sam_model.build import build_sam
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_test.pth"
