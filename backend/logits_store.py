@@ -79,7 +79,7 @@ class LogitsStore:
 
     def __init__(
         self,
-        local_max_bytes: int,
+        local_max_bytes: int = 64 * 1024 * 1024,  # 256 entries of (1, 256, 256) float32
         redis_url: str = "",
         *,
         ttl_s: int = 600,

@@ -66,6 +66,8 @@ class EmbeddingCache:
     ) -> tuple[ImageEmbedding, Source]:
         """The embedding for key and where it came from; compute() runs only on a miss everywhere.
 
+        The returned object may be shared with other callers: treat it as read-only.
+
         Callers that join a flight already in progress get the leader's answer and source.
         compute()'s exceptions propagate to every caller waiting on it; nothing is cached then.
         """
@@ -151,9 +153,9 @@ class EmbeddingCache:
 
     def _store(self, key: str, embedding: ImageEmbedding) -> None:
         self._local.put(key, embedding, embedding_nbytes(embedding))
-        self._link.call(
-            lambda r: r.set(self._value_key(key), embedding.to_bytes(self._store_dtype), ex=self._ttl_s), None
-        )
+        # store_dtype narrows float features only; integer features (grabcut's uint8 image) keep theirs.
+        dtype = self._store_dtype if embedding.features.is_floating_point() else None
+        self._link.call(lambda r: r.set(self._value_key(key), embedding.to_bytes(dtype), ex=self._ttl_s), None)
 
     def _value_key(self, key: str) -> str:
         # Keys can be long presigned URLs; a digest keeps Redis keys short and uniform.

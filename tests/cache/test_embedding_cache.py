@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from backend.cache import EmbeddingCache
@@ -84,6 +83,14 @@ def test_redis_value_is_fp16_bytes_with_ttl_under_a_hashed_key(redis_server: Red
     assert embedding.features.numel() * 2 <= len(raw) < embedding.features.numel() * 2 + 512  # fp16, not fp32
     assert ImageEmbedding.from_bytes(raw).features.dtype == torch.float16
     cache.close()
+
+
+def test_integer_features_keep_their_dtype_in_redis(redis_server: RedisServer):
+    image = torch.randint(0, 256, (12, 10, 3), dtype=torch.uint8)  # grabcut stores the image itself
+    a = EmbeddingCache(16 * MB, redis_server.url)
+    a.get_or_compute("img", lambda: ImageEmbedding(image, (12, 10), (12, 10), "grabcut"))
+    got, source = EmbeddingCache(16 * MB, redis_server.url).get_or_compute("img", Counter())
+    assert source == "redis" and got.features.dtype == torch.uint8 and torch.equal(got.features, image)
 
 
 def test_two_instances_share_redis(redis_server: RedisServer):
@@ -200,8 +207,10 @@ def test_lock_timeout_bounds_the_wait_for_a_dead_peer(redis_server: RedisServer,
     cache = EmbeddingCache(16 * MB, redis_server.url, lock_timeout_s=0.5)
     redis_server.client().set(value_key("img") + ":lock", "dead-peer", px=60_000)
     start = time.monotonic()
-    assert cache.get_or_compute("img", Counter())[1] == "computed"
+    with caplog.at_level(logging.WARNING):
+        assert cache.get_or_compute("img", Counter())[1] == "computed"
     assert 0.5 <= time.monotonic() - start < 5
+    assert "computing here" in caplog.text
     assert redis_server.client().get(value_key("img") + ":lock") == b"dead-peer"  # not ours: untouched
     cache.close()
 
@@ -215,6 +224,7 @@ def test_peer_lock_vanishing_without_a_value_hands_over_the_computation(redis_se
     assert cache.get_or_compute("img", compute)[1] == "computed" and compute.calls == 1
     assert time.monotonic() - start < 3
     assert raw_client.get(value_key("img") + ":lock") is None  # we took it and released it
+    cache.close()
 
 
 def test_corrupt_value_is_a_miss_and_gets_overwritten(redis_server: RedisServer, caplog):
@@ -227,6 +237,36 @@ def test_corrupt_value_is_a_miss_and_gets_overwritten(redis_server: RedisServer,
     assert source == "computed" and compute.calls == 1
     assert "corrupt" in caplog.text
     assert_close_fp16(ImageEmbedding.from_bytes(raw_client.get(value_key("img"))), embedding)
+    cache.close()
+
+
+def test_corrupt_value_is_reported_once_while_waiting_for_a_peer(redis_server: RedisServer, caplog):
+    raw_client = redis_server.client()
+    raw_client.set(value_key("img"), b"not an embedding")
+    raw_client.set(value_key("img") + ":lock", "peer", px=10_000)
+    peer_value = make_embedding(3)
+
+    def peer_finishes() -> None:
+        time.sleep(0.5)
+        raw_client.set(value_key("img"), peer_value.to_bytes())
+
+    threading.Thread(target=peer_finishes).start()
+    cache = EmbeddingCache(16 * MB, redis_server.url, lock_timeout_s=10, poll_interval_s=0.02)
+    with caplog.at_level(logging.WARNING):
+        got, source = cache.get_or_compute("img", Counter())
+    assert source == "redis"
+    assert_close_fp16(got, peer_value)
+    assert len([r for r in caplog.records if "corrupt" in r.getMessage()]) == 1
+    cache.close()
+
+
+def test_no_redis_traffic_during_the_backoff(redis_server: RedisServer):
+    cache = EmbeddingCache(16 * MB, redis_server.url, redis_retry_after_s=60)
+    redis_server.kill()
+    assert cache.get_or_compute("a", Counter())[1] == "computed"
+    redis_server.start()
+    assert cache.get_or_compute("b", Counter())[1] == "computed"
+    assert redis_server.client().keys("*") == []  # still backing off: Redis not touched
     cache.close()
 
 
@@ -296,27 +336,39 @@ print(source, float(embedding.features.float().mean()))
 
 
 def test_cross_process_single_flight(redis_server: RedisServer, tmp_path: Path):
+    """Two worker processes and this one ask for the same key at once: one compute in all."""
     script = WORKER.format(repo=str(REPO), work=str(tmp_path), url=redis_server.url)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen([sys.executable, "-c", script, f"p{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)
-        for i in range(3)
+        for i in range(2)
     ]
+    cache = EmbeddingCache(16 * MB, redis_server.url, lock_timeout_s=30, poll_interval_s=0.02)
+
+    def compute() -> ImageEmbedding:
+        with open(tmp_path / "computed.log", "a") as log:
+            log.write("parent\n")
+        time.sleep(1.0)
+        return ImageEmbedding(torch.full((1, 4, 8, 8), 3.0), (10, 10), (8, 8), "m")
+
     try:
         deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("ready-*"))) < 3:
+        while len(list(tmp_path.glob("ready-*"))) < 2:
             assert time.monotonic() < deadline, "workers did not start"
             assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-            time.sleep(0.02)
+            time.sleep(0.01)
         (tmp_path / "go").touch()
+        embedding, parent_source = cache.get_or_compute("shared-image", compute)
         outputs = [p.communicate(timeout=60) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        cache.close()
     assert all(p.returncode == 0 for p in procs), outputs
-    sources = sorted(out.split()[0] for out, _ in outputs)
+    sources = sorted([parent_source] + [out.split()[0] for out, _ in outputs])
     assert sources == ["computed", "redis", "redis"], outputs
+    assert float(embedding.features.mean()) == 3.0
     assert all(float(out.split()[1]) == 3.0 for out, _ in outputs)
     assert len((tmp_path / "computed.log").read_text().splitlines()) == 1
