@@ -1,4 +1,4 @@
-# From `git clone` to masks: `make run` serves the backend on :$(PORT), `make test` runs the suite.
+# From `git clone` to masks: `make run` serves the backend on :9090 (PORT), `make test` runs the suite.
 # Everything lives in .venv (created here); nothing is installed system-wide except the
 # redis-server and docker-compose packages the tests need (apt-get, root only).
 #
@@ -6,12 +6,12 @@
 #   SAM_MODEL=vit_h make run      another official checkpoint
 #   SAM_ENGINE=grabcut make run   weights-free classical GrabCut, no download
 #   make test PYTEST_ARGS="-k cache -x"
-#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 make run   pick torch's build
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 make run   pick torch's build
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH_VERSION := 2.13.0
+TORCH_PIN := $(shell grep -o '^torch==[^ #]*' requirements.txt)
 TORCH_INDEX_URL ?=
 SAM_ENGINE ?= sam
 SAM_MODEL ?= vit_b
@@ -55,7 +55,7 @@ $(BIN)/python:
 
 # torch first, alone: its build (CPU or CUDA) is chosen by the index, not by requirements.txt.
 $(VENV)/.torch-stamp: | $(BIN)/python
-	$(BIN)/pip install torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/pip install '$(TORCH_PIN)' $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	touch $@
 
 $(VENV)/.runtime-stamp: requirements.txt $(VENV)/.torch-stamp
