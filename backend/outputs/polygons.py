@@ -30,9 +30,13 @@ def mask_to_polygons(mask: np.ndarray, tolerance_px: float = 1.0, min_area_px: f
     height, width = mask.shape
     if mask.size == 0:
         return []
-    contours, _ = cv2.findContours((mask != 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    binary = np.ascontiguousarray(mask).view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outlines = []
     for contour in contours:
+        _, _, box_w, box_h = cv2.boundingRect(contour)
+        if box_w * box_h < min_area_px:  # cannot enclose enough pixels; skip the work
+            continue
         outline = _pixel_corner_outline(contour, tolerance_px)
         area = abs(_signed_area(outline))
         if area >= min_area_px:
@@ -92,5 +96,4 @@ def _push_out(points: np.ndarray, distance: float) -> np.ndarray:
 
 def _signed_area(points: np.ndarray) -> float:
     """Shoelace area; positive when the outline runs clockwise on screen (y down)."""
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return float(cv2.contourArea(points.astype(np.float32), oriented=True))
