@@ -52,28 +52,29 @@ def encode_values(values: np.ndarray) -> list[int]:
 
 def rle_to_mask(rle: list[int] | bytes | np.ndarray, height: int, width: int) -> np.ndarray:
     """Decode LS brush RLE into a (height, width) bool mask: a pixel is in where alpha != 0."""
-    values = decode_values(rle)
-    if values.size != height * width * _CHANNELS:
-        raise Unprocessable(
-            f"brush RLE holds {values.size} values, a {width}x{height} image needs "
-            f"{height * width * _CHANNELS}",
-            "send original_width/original_height of the image the brush region was drawn on",
-        )
+    values = decode_values(rle, expected_num=height * width * _CHANNELS)
     return values.reshape(height, width, _CHANNELS)[:, :, 3] != 0
 
 
-def decode_values(rle: list[int] | bytes | np.ndarray) -> np.ndarray:
+def decode_values(rle: list[int] | bytes | np.ndarray, expected_num: int | None = None) -> np.ndarray:
     """Decode an rle-pack stream of 8-bit words into its flat uint8 values.
 
-    Chunk boundaries depend on the previous chunk's header, so headers are walked one by
-    one in Python; values are then laid out with one ``np.repeat``. Cost is per chunk,
-    not per pixel: a SAM mask has a few thousand chunks, however large the image.
+    ``expected_num`` (checked against the header before anything is allocated) keeps a
+    hostile header from asking for gigabytes. Chunk boundaries depend on the previous
+    chunk's header, so headers are walked one by one in Python; values are then laid out
+    with one ``np.repeat``. Cost is per chunk, not per pixel: a SAM mask has a few
+    thousand chunks, however large the image.
     """
     data = _as_bytes(rle)
     total_bits = len(data) * 8
     if total_bits < _HEADER_BITS:
         raise Unprocessable("brush RLE is shorter than its header", "send the rle list LS stored, unchanged")
     num = _read(data, 0, 32)
+    if expected_num is not None and num != expected_num:
+        raise Unprocessable(
+            f"brush RLE holds {num} values, the image needs {expected_num} (4 per pixel)",
+            "send original_width/original_height of the image the brush region was drawn on",
+        )
     word_bits = _read(data, 32, 5) + 1
     sizes = [_read(data, 37 + 4 * k, 4) + 1 for k in range(4)]
     if word_bits != _WORD_BITS:
@@ -206,7 +207,7 @@ def _as_bytes(rle: list[int] | bytes | np.ndarray) -> bytes:
     if isinstance(rle, (bytes, bytearray)):
         return bytes(rle)
     arr = np.asarray(rle)
-    if arr.ndim != 1 or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+    if arr.ndim != 1 or (arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255)):
         raise Unprocessable("brush RLE must be a flat list of integers 0..255", "send the rle list LS stored")
     return arr.astype(np.uint8).tobytes()
 

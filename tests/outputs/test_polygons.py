@@ -90,7 +90,9 @@ def test_pil_agrees_on_large_shapes(name: str, mask: np.ndarray) -> None:
 def test_square_is_exact() -> None:
     mask = np.zeros((50, 60), dtype=bool)
     mask[10:20, 5:15] = True
+    before = mask.copy()
     (polygon,) = mask_to_polygons(mask)
+    assert np.array_equal(mask, before)  # OpenCV works on a view of a bool mask
     pixels = np.asarray(polygon) * [60 / 100, 50 / 100]
     assert sorted(map(tuple, np.round(pixels, 9))) == [(5, 10), (5, 20), (15, 10), (15, 20)]
     assert np.array_equal(rasterise([polygon], 50, 60), mask)

@@ -150,6 +150,9 @@ def _with_word_size(rle: list[int], bits: int) -> list[int]:
         (mask_to_rle(np.ones((4, 4), dtype=bool)), 4, 5),  # wrong image size
         (_with_word_size(mask_to_rle(np.ones((1, 1), dtype=bool)), 16), 1, 1),
         ([1, 2, 300], 1, 1),  # not bytes
+        ([0.5, 1.0], 1, 1),  # not integers
+        ([[0, 0]], 1, 1),  # not flat
+        ([255, 255, 255, 255, 57, 27, 255, 255, 255, 0], 1, 1),  # asks for 4 G values
     ],
 )
 def test_bad_streams_are_refused(rle, h, w) -> None:
