@@ -63,6 +63,8 @@ def test_label_studio_is_pinned_and_serves_the_shared_files(services: dict[str, 
         assert services[name]["environment"]["LOCAL_FILES_DOCUMENT_ROOT"] == root
         assert f"files:{root}:ro" in services[name]["volumes"]
     assert env["ML_BLOCK_LOCAL_IP"] == "false" and env["SSRF_PROTECTION_ENABLED"] == "false"
+    # The planted token is a legacy one; LS 1.23 only accepts those when this is on.
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
