@@ -1,0 +1,163 @@
+"""A stateless SAM predictor: encode an image once, decode many prompts against it.
+
+Unlike the reference predictor there is no "current image": the embedding is a value the
+caller keeps (and caches), so one predictor can serve many threads and many images.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .embedding import ImageEmbedding
+from .transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """Masks at the original image size, their predicted IoU, and the logits to refine with."""
+
+    masks: np.ndarray  # bool (K, H, W)
+    scores: np.ndarray  # float32 (K,)
+    low_res_logits: np.ndarray  # float32 (K, 256, 256)
+
+
+class SamPredictor:
+    """Thread-safe encode/decode around a SAM model (held read-only)."""
+
+    def __init__(self, sam: Any, model_id: str, precision: str = "fp32", compile: bool = False) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.sam = sam
+        self.model_id = model_id
+        self.precision = precision
+        self.device = sam.pixel_mean.device
+        self.img_size: int = sam.image_encoder.img_size
+        self._encoder: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(sam.image_encoder) if compile else sam.image_encoder
+        )
+        pe = sam.prompt_encoder
+        self._feature_shape = (1, pe.embed_dim, *pe.image_embedding_size)
+        self._mask_shape = (1, *pe.mask_input_size)
+        with torch.inference_mode():
+            # A pure function of the weights: computed once instead of on every click.
+            self._dense_pe = pe.get_dense_pe()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """HxWx3 uint8 RGB image -> its embedding (features 1x256x64x64 float32)."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise ValueError("image must be a numpy uint8 array")
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise ValueError(f"image must be HxWx3 RGB, got shape {image.shape}")
+        original_size = (int(image.shape[0]), int(image.shape[1]))
+        resized = resize_longest_side(image, self.img_size)
+        x = normalize_and_pad(resized, self.sam.pixel_mean, self.sam.pixel_std, self.img_size)
+        with self._autocast():
+            features = self._encoder(x)
+        return ImageEmbedding(features.float(), original_size, tuple(resized.shape[:2]), self.model_id)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+        best_only: bool = False,
+    ) -> DecodeResult:
+        """Prompts in original-image pixels -> masks; `best_only` keeps (and upscales) one."""
+        features = self._check_embedding(embedding)
+        original, input_size = embedding.original_size, embedding.input_size
+        points = self._points(point_coords, point_labels, original, input_size)
+        boxes = self._box(box, original, input_size)
+        masks = self._mask(mask_input)
+        if points is None and boxes is None and masks is None:
+            raise ValueError("give at least one prompt: points, a box or mask_input")
+        with self._autocast():
+            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            low_res, iou = self.sam.mask_decoder(
+                image_embeddings=features,
+                image_pe=self._dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+        low_res, iou = low_res[0].float(), iou[0].float()
+        if best_only:
+            best = int(torch.argmax(iou))
+            low_res, iou = low_res[best : best + 1], iou[best : best + 1]
+        bool_masks = upscale_masks(low_res, input_size, original, self.img_size, self.sam.mask_threshold)
+        return DecodeResult(bool_masks, iou.cpu().numpy(), low_res.cpu().numpy())
+
+    def _check_embedding(self, embedding: ImageEmbedding) -> torch.Tensor:
+        if not isinstance(embedding, ImageEmbedding):
+            raise ValueError("embedding must be an ImageEmbedding")
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding is from model {embedding.model_id!r}, this predictor is {self.model_id!r}")
+        if tuple(embedding.features.shape) != self._feature_shape:
+            raise ValueError(f"features must have shape {self._feature_shape}, got {tuple(embedding.features.shape)}")
+        if input_shape(embedding.original_size, self.img_size) != embedding.input_size:
+            raise ValueError("embedding input_size does not follow from its original_size")
+        return embedding.features.to(self.device, torch.float32)
+
+    def _points(
+        self,
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        original: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if coords is None and labels is None:
+            return None
+        if coords is None or labels is None:
+            raise ValueError("point_coords and point_labels must be given together")
+        coords = np.asarray(coords, dtype=np.float64)
+        labels = np.asarray(labels)
+        if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] < 1:
+            raise ValueError(f"point_coords must have shape (N, 2) with N >= 1, got {coords.shape}")
+        if labels.shape != (coords.shape[0],):
+            raise ValueError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
+        if not np.isfinite(coords).all():
+            raise ValueError("point_coords must be finite")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
+        scaled = scale_coords(coords, original, input_size)
+        coords_t = torch.as_tensor(scaled, dtype=torch.float, device=self.device)[None]
+        labels_t = torch.as_tensor(labels.astype(np.int32), dtype=torch.int, device=self.device)[None]
+        return coords_t, labels_t
+
+    def _box(
+        self, box: np.ndarray | None, original: tuple[int, int], input_size: tuple[int, int]
+    ) -> torch.Tensor | None:
+        if box is None:
+            return None
+        box = np.asarray(box, dtype=np.float64)
+        if box.shape not in ((4,), (1, 4)):
+            raise ValueError(f"box must have shape (4,) xyxy, got {box.shape}")
+        if not np.isfinite(box).all():
+            raise ValueError("box must be finite")
+        scaled = scale_coords(box.reshape(2, 2), original, input_size).reshape(1, 4)
+        return torch.as_tensor(scaled, dtype=torch.float, device=self.device)
+
+    def _mask(self, mask_input: np.ndarray | None) -> torch.Tensor | None:
+        if mask_input is None:
+            return None
+        mask = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+        if tuple(mask.shape) != self._mask_shape:
+            raise ValueError(f"mask_input must have shape {self._mask_shape} (low-res logits), got {tuple(mask.shape)}")
+        if not torch.isfinite(mask).all():
+            raise ValueError("mask_input must be finite")
+        return mask.to(self.device)[None]

@@ -1,0 +1,103 @@
+"""Geometry between the original image and SAM's square input, both ways.
+
+Forward: resize the longest side to the encoder's input size (PIL bilinear on uint8,
+which antialiases when shrinking — the reference feeds exactly that to the encoder),
+normalise, pad. Points and boxes are scaled by the same per-axis factors.
+Backward: low-res mask logits -> input square -> crop the padding -> original size, the
+reference's two bilinear steps (align_corners=False), done one mask at a time and
+thresholded right away so a 24 MP image never holds float copies of every candidate.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def input_shape(original_size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(h, w) after scaling the longest side to `long_side`, rounded as the reference does."""
+    h, w = original_size
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """HxWx3 uint8 -> resized HxWx3 uint8 (PIL bilinear; bit-exact with the reference)."""
+    h, w = input_shape(image.shape[:2], long_side)
+    return np.array(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
+
+
+def normalize_and_pad(
+    resized: np.ndarray, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size: int
+) -> torch.Tensor:
+    """uint8 HxWx3 -> float 1x3x`size`x`size` on the mean's device, zero-padded bottom/right."""
+    x = torch.from_numpy(np.ascontiguousarray(resized)).to(pixel_mean.device)
+    x = x.permute(2, 0, 1).unsqueeze(0)
+    # Same op order as the reference (uint8 minus float32 promotes to float32): bit-exact.
+    x = (x - pixel_mean.view(1, 3, 1, 1)) / pixel_std.view(1, 3, 1, 1)
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, size - w, 0, size - h))
+
+
+def scale_coords(
+    coords: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> np.ndarray:
+    """xy pixels of the original image -> xy pixels of the resized input (float64 math)."""
+    out = np.array(coords, dtype=np.float64, copy=True)
+    out[..., 0] *= input_size[1] / original_size[1]
+    out[..., 1] *= input_size[0] / original_size[0]
+    return out
+
+
+def upscale_masks(
+    low_res_logits: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    square: int,
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """(K,h,w) logits -> (K,H,W) bool masks at the original size, logits > `threshold`.
+
+    On CPU, OpenCV's float bilinear resize (half-pixel centres, like align_corners=False)
+    does each step several times faster than torch's kernel; on an accelerator the work
+    stays there and only the bool mask crosses to the host.
+    """
+    if low_res_logits.device.type == "cpu":
+        return _upscale_cpu(low_res_logits, input_size, original_size, square, threshold)
+    return _upscale_torch(low_res_logits, input_size, original_size, square, threshold)
+
+
+def _upscale_cpu(
+    low_res_logits: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    square: int,
+    threshold: float,
+) -> np.ndarray:
+    logits = low_res_logits.detach().float().numpy()
+    out = np.empty((logits.shape[0], *original_size), dtype=bool)
+    for k, low in enumerate(logits):
+        big = cv2.resize(low, (square, square), interpolation=cv2.INTER_LINEAR)
+        big = big[: input_size[0], : input_size[1]]
+        full = cv2.resize(big, (original_size[1], original_size[0]), interpolation=cv2.INTER_LINEAR)
+        np.greater(full, threshold, out=out[k])
+    return out
+
+
+def _upscale_torch(
+    low_res_logits: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    square: int,
+    threshold: float,
+) -> np.ndarray:
+    out = np.empty((low_res_logits.shape[0], *original_size), dtype=bool)
+    for k in range(low_res_logits.shape[0]):
+        low = low_res_logits[k : k + 1, None].float()
+        big = F.interpolate(low, (square, square), mode="bilinear", align_corners=False)
+        big = big[..., : input_size[0], : input_size[1]]
+        full = F.interpolate(big, original_size, mode="bilinear", align_corners=False)
+        out[k] = (full[0, 0] > threshold).cpu().numpy()
+    return out
