@@ -35,3 +35,25 @@ def test_make_test_fails_when_no_tests_ran() -> None:
     )
     assert out.returncode != 0
     assert "Error 5" in out.stderr  # make's report of pytest's own exit status
+
+
+def make_run(**env: str) -> subprocess.CompletedProcess[str]:
+    """`make run` with the venv taken as installed; these cases stop before gunicorn starts."""
+    return subprocess.run(["make", "-o", ".venv/.runtime-stamp", "run"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_run_refuses_to_start_without_a_checkpoint() -> None:
+    out = make_run(SAM_ENGINE="sam", SAM_MODEL="vit_x", SAM_CHECKPOINT="")
+    assert out.returncode != 0
+    assert "gunicorn" not in out.stdout
+    assert "SAM cannot start" in out.stderr and "SAM_ENGINE=grabcut make run" in out.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_run_checks_an_explicit_checkpoint_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    out = make_run(SAM_ENGINE="sam", SAM_CHECKPOINT=str(missing))
+    assert out.returncode != 0 and "gunicorn" not in out.stdout
+    assert f"SAM_CHECKPOINT={missing} does not exist" in out.stderr
