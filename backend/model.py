@@ -57,12 +57,6 @@ class Limits:
     max_tasks_per_request: int = 1000
 
 
-@dataclass(frozen=True)
-class _WarmItem:
-    task: dict
-    value_key: str
-
-
 class SamBackend:
     """One per process; thread-safe (state lives in the engine, caches and warm-up queue)."""
 
@@ -78,7 +72,7 @@ class SamBackend:
         self.limits = limits
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
-        self.warmup: WarmupQueue[_WarmItem] = WarmupQueue(
+        self.warmup: WarmupQueue[Any] = WarmupQueue(
             self._warm, warm_queue_size,
             on_drop=metrics.warmup_dropped.inc,
             on_done=lambda ok: metrics.warmup_done.labels(ok=str(ok).lower()).inc(),
@@ -123,7 +117,7 @@ class SamBackend:
         key = self._cache_key(ref)
         if self.cache.contains(key):
             return False
-        return self.warmup.submit(key, _WarmItem(task, value_key))
+        return self.warmup.submit(key, ref)
 
     def _guarded(self, task: dict, config: LabelConfig) -> dict:
         """A bad task in a batch gets an empty prediction; the others still get theirs."""
@@ -135,8 +129,7 @@ class SamBackend:
             log.exception("task %s: warm-up could not be queued", task.get("id"))
         return self._prediction([], 0.0)
 
-    def _warm(self, item: _WarmItem) -> None:
-        ref = self.images.resolve(item.task, item.value_key)
+    def _warm(self, ref: Any) -> None:
         _, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, {}))
         self.metrics.cache.labels(level=level, source="warmup").inc()
 
