@@ -1,0 +1,85 @@
+"""Fixtures for the reliability tests: real gunicorn backends, real redis-server, a fake LS API.
+
+The backend launcher and image helpers come from tests/http (a colleague's, reused as is);
+what is added here is a fake LS that also speaks the prediction API (fake_ls.py) and a
+tripwire listener that proves refused URLs were never connected to.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.http.conftest import Backend
+from tests.redis_server import RedisServer
+
+
+class Tripwire:
+    """A TCP listener on 127.0.0.1 that only counts connections: the backend must never reach it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def tripwire():
+    wire = Tripwire()
+    yield wire
+    wire.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory):
+    """launch(env, auth=None) -> a ready gunicorn Backend; all are stopped when the module ends."""
+    started: list[Backend] = []
+
+    def start(env: dict[str, str], auth: tuple[str, str] | None = None) -> Backend:
+        backend = Backend(env, tmp_path_factory.mktemp("gunicorn") / "server.log", auth)
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    """Random weights of the 2-block test SAM, saved as a plain state_dict (as official files are)."""
+    from sam_model.build import build_sam
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_reliability.pth"
+    torch.save(build_sam("tiny").state_dict(), path)
+    return path
