@@ -95,7 +95,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The WSGI app. `engine` replaces the configured one (tests); the model loads in the background."""
     settings = settings or Settings.from_env()
     _configure_logging(settings.log_level)
-    backend, images = build_backend(settings, engine)
+    try:
+        backend, images = build_backend(settings, engine)
+    except BackendError as exc:  # e.g. no checkpoint: say what to do before gunicorn's traceback
+        log.critical("cannot start: %s. Fix: %s", exc.message, exc.fix)
+        raise
     metrics = backend.metrics
     app = Flask("sam_backend")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -148,9 +152,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.get("/")
     @app.get("/health")
-    def health() -> Response:
-        return jsonify(status="UP", model_class=type(backend).__name__, model_version=backend.model_version,
-                       model_loaded=backend.engine.loaded, **backend.engine.spec.info)
+    def health() -> tuple[Response, int]:
+        engine = backend.engine
+        body = dict(status="UP", model_class=type(backend).__name__, model_version=backend.model_version,
+                    model_loaded=engine.loaded, **engine.spec.info)
+        if engine.load_error:  # LS then shows the backend as failing, with this message
+            return jsonify({**body, "status": "ERROR", "error": engine.load_error}), 503
+        return jsonify(body), 200
 
     @app.post("/setup")
     def setup() -> Response:

@@ -127,6 +127,7 @@ class ServingEngine:
         self.model_id = spec.model_id
         self._on_encode, self._on_decode = on_encode, on_decode
         self._engine: Engine | None = None
+        self.load_error: str | None = None  # why the last load failed, for /health
         self._load_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._decode_lock = threading.Lock()
@@ -143,10 +144,12 @@ class ServingEngine:
                     try:
                         self._engine = self.spec.factory()
                     except Exception as exc:
+                        self.load_error = f"loading engine {self.model_id} failed: {exc}"
                         raise EngineUnavailable(
-                            f"loading engine {self.model_id} failed: {exc}",
+                            self.load_error,
                             "check SAM_CHECKPOINT is a complete SAM state_dict for SAM_MODEL (re-run `make checkpoint`)",
                         ) from exc
+                    self.load_error = None
                     log.info("engine %s ready in %.1f s", self.model_id, time.perf_counter() - started)
         return self._engine
 

@@ -118,3 +118,21 @@ def test_bad_engine_configuration_fails_at_start_with_the_fix(overrides, words):
         create_app(Settings(**overrides))
     text = refused.value.message + " " + refused.value.fix
     assert all(word in text for word in words), text
+
+
+def test_a_checkpoint_that_will_not_load_makes_health_fail_with_the_reason(fake_ls, tmp_path):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a state dict")
+    client = make_client(fake_ls, None, sam_model="tiny", sam_checkpoint=str(broken), sam_device="cpu")
+    response = client.post("/predict", json=sample("predict_interactive_request.json"))
+    assert response.status_code == 503 and response.json["error"] == "engine_unavailable"
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json["status"] == "ERROR" and "broken.pth" in health.json["error"]
+
+
+def test_missing_checkpoint_stops_gunicorn_with_the_fix_in_its_log(start_backend):
+    with pytest.raises(RuntimeError) as failed:
+        start_backend({"SAM_ENGINE": "sam", "SAM_CHECKPOINT": "/nowhere/sam_vit_b_01ec64.pth"})
+    log = str(failed.value)
+    assert "gunicorn exited" in log and "SAM checkpoint not found at /nowhere/sam_vit_b_01ec64.pth" in log
+    assert "make checkpoint" in log and "SAM_ENGINE=grabcut" in log

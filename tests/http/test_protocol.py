@@ -145,6 +145,31 @@ def test_interactive_sample_gets_a_brush_mask_under_the_clicks(server, name, bod
         np.testing.assert_array_equal(mask, expected_mask(body["tasks"][0]["data"]["image"], context))
 
 
+def test_answer_has_the_shape_ls_stored_from_a_real_backend(server):
+    """Our prediction and region carry every key of the ones LS 1.23 accepted and stored."""
+    stored = sample("stored_prediction_task.json")[0]
+    relayed = sample("interactive_annotating_response_from_LS.json")["data"]
+    prediction = server.post("/predict", sample("predict_interactive_request.json")).json()["results"][0]
+    assert set(relayed) <= set(prediction)
+    region, stored_region = prediction["result"][0], stored["result"][0]
+    assert set(stored_region) <= set(region) and set(stored_region["value"]) <= set(region["value"])
+    assert isinstance(region["id"], str) and region["id"]
+
+
+def test_boxes_only_project_gets_a_rectangle_around_the_object(server):
+    config = ('<View><Image name="image" value="$image"/>'
+              '<KeyPointLabels name="tag2" toName="image" smart="true"><Label value="Banana"/></KeyPointLabels>'
+              '<RectangleLabels name="boxes" toName="image"><Label value="Fruit"/></RectangleLabels></View>')
+    context = sample("predict_interactive_request.json")["params"]["context"]
+    (region,) = server.post("/predict", predict_body(task_of(1), context, config)).json()["results"][0]["result"]
+    assert (region["type"], region["from_name"], region["value"]["rectanglelabels"]) == ("rectanglelabels", "boxes", ["Fruit"])
+    mask = expected_mask("/data/upload/1/cd422a2f-up0.png", context)
+    ys, xs = np.nonzero(mask)
+    value = region["value"]
+    assert value["x"] == pytest.approx(xs.min() / 320 * 100, abs=0.5) and value["y"] == pytest.approx(ys.min() / 240 * 100, abs=0.5)
+    assert value["width"] == pytest.approx((xs.max() + 1 - xs.min()) / 320 * 100, abs=0.5)
+
+
 def test_second_click_on_an_image_is_a_cache_hit_without_download(server, fake_ls):
     path, (w, h) = "/data/upload/1/3b361a25-up1.png", (320, 240)
     fake_ls.hits.clear()
