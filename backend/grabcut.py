@@ -138,8 +138,11 @@ def _grabcut(
 
 
 def _clip_box(box: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
-    x0, y0 = int(np.clip(np.floor(min(box[0], box[2])), 0, w - 1)), int(np.clip(np.floor(min(box[1], box[3])), 0, h - 1))
-    x1, y1 = int(np.clip(np.ceil(max(box[0], box[2])), x0 + 1, w)), int(np.clip(np.ceil(max(box[1], box[3])), y0 + 1, h))
+    """Integer xyxy inside the image, at least one pixel wide and high, corners in any order."""
+    x0 = int(np.clip(np.floor(min(box[0], box[2])), 0, w - 1))
+    y0 = int(np.clip(np.floor(min(box[1], box[3])), 0, h - 1))
+    x1 = int(np.clip(np.ceil(max(box[0], box[2])), x0 + 1, w))
+    y1 = int(np.clip(np.ceil(max(box[1], box[3])), y0 + 1, h))
     return x0, y0, x1, y1
 
 

@@ -49,8 +49,8 @@ def ensure_checkpoint(
 ) -> Path:
     """Return the path of `model_type`'s checkpoint in `directory`, downloading it if needed.
 
-    `url`, `md5` and `size` default to the official registry entry (tests and mirrors pass
-    their own). An existing file of the expected size is trusted without hashing unless
+    `url`, `md5` and `size` default to the official registry entry (a mirror passes only
+    `url`; tests pass all three). An existing file of the expected size is trusted without hashing unless
     `verify_existing` (hashing vit_h takes a while); a fresh download is always md5-checked.
     """
     try:
@@ -60,8 +60,8 @@ def ensure_checkpoint(
         raise CheckpointError(f"unknown model type {model_type!r}; expected one of: {known}") from None
     url = url or entry.url
     md5 = (md5 or entry.md5).lower()
-    if size is None and url == entry.url:
-        size = entry.size_bytes
+    if size is None and md5 == entry.md5:
+        size = entry.size_bytes  # the official file, wherever it is fetched from
     dest = Path(directory) / entry.filename
 
     if dest.exists() and (size is None or dest.stat().st_size == size):
@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        path = ensure_checkpoint(args.model_type, args.dir, args.url, progress=not args.quiet, verify_existing=args.verify)
+        path = ensure_checkpoint(
+            args.model_type, args.dir, args.url, progress=not args.quiet, verify_existing=args.verify
+        )
     except CheckpointUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

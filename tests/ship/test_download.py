@@ -127,6 +127,13 @@ def test_existing_file_of_right_size_is_not_downloaded(tmp_path: Path, server: F
     assert server.ranges == []
 
 
+def test_official_file_from_a_mirror_is_trusted_by_its_official_size(tmp_path: Path, server: FakeServer) -> None:
+    with open(tmp_path / FILENAME, "wb") as f:
+        f.truncate(OFFICIAL_CHECKPOINTS["vit_b"].size_bytes)  # sparse: instant, no disk used
+    assert download.main(["vit_b", "--dir", str(tmp_path), "--url", server.url, "--quiet"]) == 0
+    assert server.ranges == []
+
+
 def test_existing_file_with_wrong_md5_is_refused_when_verifying(tmp_path: Path) -> None:
     (tmp_path / FILENAME).write_bytes(b"not a checkpoint")
     with pytest.raises(ChecksumMismatch, match="delete it"):
