@@ -1,6 +1,7 @@
 """docker/docker-compose.yml as docker-compose itself resolves it (offline `config`)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import fields
@@ -25,18 +26,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def compose_config(*extra: str) -> dict[str, Any]:
+def compose_config(env_file: Path) -> dict[str, Any]:
+    """The resolved file, blind to the caller's shell variables and any docker/.env."""
     out = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), *extra, "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": os.environ["PATH"]},
     )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
 
 @pytest.fixture(scope="module")
-def services() -> dict[str, Any]:
-    return compose_config()["services"]
+def services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    empty = tmp_path_factory.mktemp("compose") / ".env"
+    empty.write_text("")
+    return compose_config(empty)["services"]
 
 
 def published(service: dict[str, Any]) -> set[int]:
@@ -125,7 +129,7 @@ def test_env_example_feeds_the_token_to_ls_and_backend(tmp_path: Path) -> None:
     assert filled != example
     env_file = tmp_path / ".env"
     env_file.write_text(filled)
-    services = compose_config("--env-file", str(env_file))["services"]
+    services = compose_config(env_file)["services"]
     assert services["label-studio"]["environment"]["LABEL_STUDIO_USER_TOKEN"] == "tok123"
     assert services["backend-gpu"]["environment"]["LABEL_STUDIO_API_KEY"] == "tok123"
 
