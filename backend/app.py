@@ -192,7 +192,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
 def _json_object() -> dict:
     """The request body as a JSON object (LS always sends one); anything else is a 400."""
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", "send Content-Type: application/json with an object")
     return body

@@ -95,6 +95,8 @@ class SamBackend:
         config = parse_label_config(kwargs.get("label_config"))
         timings: dict[str, Any] = kwargs.get("timings", {})
         if context:
+            if not isinstance(tasks[0].get("data"), dict):
+                raise BadRequest("tasks[0].data must be an object holding the image URL")
             return [self.predict_interactive(tasks[0], context, config, timings)]
         return [self._guarded(task, config) for task in tasks]
 
@@ -106,9 +108,10 @@ class SamBackend:
 
     def predict_without_prompt(self, task: dict, config: LabelConfig) -> dict:
         """Warm the task's image embeddings so the first click is fast; no regions yet."""
-        if self.warm_on_predict:
+        data = task.get("data")
+        if self.warm_on_predict and isinstance(data, dict):
             for image in config.images.values():
-                if image.value_key in (task.get("data") or {}):
+                if image.value_key in data:
                     self.enqueue_warmup(task, image.value_key)
         return self._prediction([], 0.0)
 

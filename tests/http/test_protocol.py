@@ -245,6 +245,8 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
         (_raw(server, "{not json"), 400),
         (_raw(server, "[1, 2]"), 400),
         (_raw(server, nan_body), 400),
+        (_raw(server, "[" * 50_000 + "]" * 50_000), 400),
+        (server.post("/predict", {**interactive, "tasks": [{"id": 1, "data": "x"}]}), 400),
         (_raw(server, b"{" + b" " * 300_000 + b"}"), 413),
         (server.post("/predict", {"tasks": "nope", "label_config": CONFIG}), 400),
         (server.post("/predict", {"tasks": [task_of(1)], "params": interactive["params"]}), 400),
@@ -259,7 +261,7 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
         assert response.status_code == status, response.text
         body = response.json()
         assert body["error"] and body["message"]
-    assert "BrushLabels" in cases[7][0].json()["message"]
+    assert "BrushLabels" in cases[9][0].json()["message"]
     assert server.get("/health").status_code == 200
     assert "Traceback" not in server.log()
 
