@@ -192,6 +192,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
 def _json_object() -> dict:
     """The request body as a JSON object (LS always sends one); anything else is a 400."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    # A chunked body has no Content-Length: Werkzeug stops reading at the limit without
+    # complaint, so a body that filled the limit was cut short, not small enough.
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
     try:
         body = request.get_json(force=True, silent=True)
     except RecursionError:  # "[[[[..." nested deeper than the parser goes

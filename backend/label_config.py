@@ -77,11 +77,15 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes")
 
 
-@lru_cache(maxsize=64)
-def parse_label_config(xml: str) -> LabelConfig:
+def parse_label_config(xml: object) -> LabelConfig:
     """Parse the config once per distinct string (LS resends the same one with every click)."""
     if not isinstance(xml, str) or not xml.strip():
-        raise BadRequest("label_config is missing", "send the project's label_config with /predict")
+        raise BadRequest("label_config is missing or not a string", "send the project's label_config with /predict")
+    return _parse(xml)
+
+
+@lru_cache(maxsize=64)
+def _parse(xml: str) -> LabelConfig:
     if len(xml) > MAX_CONFIG_CHARS:
         raise BadRequest(f"label_config is longer than {MAX_CONFIG_CHARS} characters")
     if _FORBIDDEN.search(xml):

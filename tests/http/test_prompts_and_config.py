@@ -77,9 +77,11 @@ def test_controls_bound_to_another_image_do_not_count():
     '<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>',
     "<View><Image name='i' value='$i'>",
     "",
+    ["<View/>"],
+    {"a": 1},
+    42,
 ])
 def test_hostile_or_broken_configs_are_refused(xml):
-    parse_label_config.cache_clear()
     with pytest.raises(BadRequest):
         parse_label_config(xml)
 

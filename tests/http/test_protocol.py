@@ -248,6 +248,8 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
         (_raw(server, "[" * 50_000 + "]" * 50_000), 400),
         (server.post("/predict", {**interactive, "tasks": [{"id": 1, "data": "x"}]}), 400),
         (_raw(server, b"{" + b" " * 300_000 + b"}"), 413),
+        (_raw(server, (chunk for chunk in [b'{"tasks": "', b"a" * 300_000, b'"}'])), 413),  # chunked, no length
+        (server.post("/predict", {**interactive, "label_config": ["<View/>"]}), 400),
         (server.post("/predict", {"tasks": "nope", "label_config": CONFIG}), 400),
         (server.post("/predict", {"tasks": [task_of(1)], "params": interactive["params"]}), 400),
         (server.post("/predict", missing), 424),
@@ -261,7 +263,7 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
         assert response.status_code == status, response.text
         body = response.json()
         assert body["error"] and body["message"]
-    assert "BrushLabels" in cases[9][0].json()["message"]
+    assert "BrushLabels" in cases[11][0].json()["message"]
     assert server.get("/health").status_code == 200
     assert "Traceback" not in server.log()
 
