@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.auth import check_basic_auth
 from backend.cache import EmbeddingCache
-from backend.engine import Engine, ServingEngine, engine_spec, spec_for
+from backend.engine import RETRY_AFTER_S, Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BackendError, BadRequest, Overloaded, Unauthorized
 from backend.images import ImageFetcher, ImageRef, load_image, resolve_image_ref
 from backend.logits_store import LogitsStore
@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def _backend_error(exc: BackendError) -> tuple[Response, int, dict]:
         headers = {}
         if isinstance(exc, Overloaded):
-            headers["Retry-After"] = "5"
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Basic realm="sam-backend"'
         if exc.status >= 500:

@@ -31,7 +31,7 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 # "tiny" is a 2-block test configuration: random weights, accepted so the HTTP tests can run
 # the real SAM code path with a small checkpoint. It is not a model anyone should label with.
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
-OOM_RETRY_AFTER_S = 5
+RETRY_AFTER_S = 5  # what 503 Overloaded tells clients to wait
 
 
 class Engine(Protocol):
@@ -179,5 +179,5 @@ class _oom_as_overloaded:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
         if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
-            raise Overloaded("the GPU is out of memory", f"retry in {OOM_RETRY_AFTER_S} s, or use a smaller SAM_MODEL") from exc
+            raise Overloaded("the GPU is out of memory", f"retry in {RETRY_AFTER_S} s, or use a smaller SAM_MODEL") from exc
         return False
