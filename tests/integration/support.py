@@ -1,0 +1,80 @@
+"""Helpers shared by the integration tests: smart-tool regions as the LS UI sends them, mask checks."""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import cv2
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle
+
+_ids = itertools.count()
+
+
+def keypoint(x: float, y: float, size: tuple[int, int], positive: bool = True, label: str = "Banana",
+             from_name: str = "tag2") -> dict:
+    """One smart keypoint exactly in the shape of ls-samples/ui_browser_to_LS_interactive_annotating_body.json."""
+    w, h = size
+    return {"original_width": w, "original_height": h, "image_rotation": 0,
+            "value": {"x": x, "y": y, "width": 0.2086230876216968, "labels": [label], "keypointlabels": [label]},
+            "is_positive": positive, "id": f"kp{next(_ids)}", "from_name": from_name, "to_name": "image",
+            "type": "keypointlabels", "origin": "manual"}
+
+
+def rectangle(x: float, y: float, width: float, height: float, size: tuple[int, int], label: str = "Banana",
+              from_name: str = "tag3") -> dict:
+    """A smart rectangle (percent of the image), as the UI serialises it."""
+    w, h = size
+    return {"original_width": w, "original_height": h, "image_rotation": 0,
+            "value": {"x": x, "y": y, "width": width, "height": height, "rotation": 0,
+                      "labels": [label], "rectanglelabels": [label]},
+            "id": f"rect{next(_ids)}", "from_name": from_name, "to_name": "image", "type": "rectanglelabels",
+            "origin": "manual"}
+
+
+def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
+    """Decoder arguments computed here, independently of backend.prompts: percent * size -> pixels."""
+    points, labels, box = [], [], None
+    for region in regions:
+        w, h = region["original_width"], region["original_height"]
+        v = region["value"]
+        if region["type"] == "keypointlabels":
+            points.append((v["x"] / 100 * w, v["y"] / 100 * h))
+            labels.append(1 if region.get("is_positive", True) else 0)
+        else:
+            box = np.array([v["x"] / 100 * w, v["y"] / 100 * h, (v["x"] + v["width"]) / 100 * w,
+                            (v["y"] + v["height"]) / 100 * h], dtype=np.float32)
+    return {"point_coords": np.array(points, dtype=np.float32) if points else None,
+            "point_labels": np.array(labels, dtype=np.int32) if labels else None,
+            "box": box}
+
+
+def brush_mask(region: dict) -> np.ndarray:
+    """The mask LS's frontend would paint: the SDK's reference decoder, alpha channel non-zero."""
+    flat = decode_rle(region["value"]["rle"])
+    return flat.reshape(region["original_height"], region["original_width"], 4)[:, :, 3] > 0
+
+
+def polygon_mask(points_pct: list[list[float]], width: int, height: int) -> np.ndarray:
+    """Rasterise an LS polygon (percent coordinates) at the image size."""
+    pts = np.array([[x / 100 * width, y / 100 * height] for x, y in points_pct], dtype=np.float64)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def assert_valid_polygon_region(region: dict, from_name: str, label: str) -> None:
+    """What LS needs to draw and edit a polygon: percent points, at least a triangle, closed, labelled."""
+    assert region["type"] == "polygonlabels" and region["from_name"] == from_name and region["to_name"] == "image"
+    value = region["value"]
+    assert value["polygonlabels"] == [label]
+    assert value.get("closed") is True
+    points = value["points"]
+    assert len(points) >= 3
+    assert all(len(p) == 2 and all(isinstance(c, (int, float)) and 0.0 <= c <= 100.0 for c in p) for p in points)
+    assert len({(round(x, 6), round(y, 6)) for x, y in points}) >= 3, "degenerate polygon"

@@ -1,0 +1,209 @@
+"""Smart clicks through a real Label Studio: UI body -> LS -> our backend -> LS -> UI.
+
+Each test posts what the browser posts to /api/ml/<id>/interactive-annotating (see
+ls-samples/ui_browser_to_LS_interactive_annotating_body.json), lets LS build the /predict
+call, and decodes the brush RLE LS hands back with the SDK's reference decoder. The mask
+must equal, pixel for pixel, what the same engine computes in this process for the same
+prompt on the same image, including the refinement of a click by the previous click's
+low-res logits (the sequence is replayed here so each test stands alone).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.grabcut import GrabCutEngine
+from sam_model.checkpoint import load_sam
+from sam_model.predictor import SamPredictor
+from tests.integration.conftest import BRUSH_CONFIG, IMAGES, image_bytes
+from tests.integration.support import brush_mask, keypoint, prompt_arrays, rectangle
+
+
+def setup_project(ls, backend_url: str, title: str) -> dict:
+    """A project like the captured one: two uploaded images and one local-files image, backend connected."""
+    project = ls.create_project(title, BRUSH_CONFIG)
+    uploaded = ls.upload_images(project, {"upload0.png": image_bytes("upload0.png"),
+                                          "upload1.png": image_bytes("upload1.png")})
+    local_dir = ls.files_root / f"project-{project}"
+    local_dir.mkdir()
+    (local_dir / "local0.png").write_bytes(image_bytes("local0.png"))
+    ls.add_local_storage(project, local_dir)
+    (local,) = ls.import_tasks(project, [{"image": f"/data/local-files/?d=project-{project}/local0.png"}])
+    ml = ls.connect_ml(project, backend_url)
+    assert ml["state"] == "CO", ml  # LS called /health and /setup and is satisfied
+    tasks = {"upload0.png": uploaded[0], "upload1.png": uploaded[1], "local0.png": local}
+    for name, task_id in tasks.items():  # LS named the uploads its own way; check which is which
+        data = ls.task(task_id)["data"]["image"]
+        assert data.endswith(name) and (data.startswith("/data/upload/") or data.startswith("/data/local-files/"))
+    return {"project": project, "ml": ml["id"], "tasks": tasks, "model_version": ml["model_version"]}
+
+
+def size(name: str) -> tuple[int, int]:
+    h, w = IMAGES[name].shape[:2]
+    return w, h
+
+
+def click_through_ls(ls, setup: dict, image: str, regions: list[dict]) -> dict:
+    """One smart click in the UI; returns the region LS hands back to the browser."""
+    answer = ls.interactive(setup["ml"], setup["tasks"][image], {"result": regions})
+    assert "errors" not in answer, answer
+    data = answer["data"]
+    assert data["model_version"] == setup["model_version"]
+    (region,) = data["result"]
+    w, h = size(image)
+    assert (region["type"], region["from_name"], region["to_name"]) == ("brushlabels", "tag", "image")
+    assert (region["original_width"], region["original_height"]) == (w, h)
+    assert region["value"]["format"] == "rle"
+    assert region["value"]["brushlabels"] == [regions[-1]["value"]["labels"][0]]
+    return region
+
+
+# ---- GrabCut: meaningful masks, exact equality with the engine in-process ------------------------
+
+@pytest.fixture(scope="module")
+def grabcut_project(label_studio, grabcut_backend) -> dict:
+    return setup_project(label_studio, grabcut_backend.url, "interactive grabcut")
+
+
+class GrabCutReference:
+    """GrabCutEngine in this process replaying a click sequence (logits of step n refine step n+1)."""
+
+    def __init__(self) -> None:
+        self.engine = GrabCutEngine()
+
+    def sequence(self, image: str, steps: list[list[dict]]) -> list[np.ndarray]:
+        embedding = self.engine.encode(IMAGES[image])
+        masks, previous = [], None
+        for regions in steps:
+            args = prompt_arrays(regions)
+            single = previous is None and args["box"] is None and len(args["point_labels"]) == 1
+            result = self.engine.decode(embedding, **args, mask_input=previous, multimask=single, best_only=single)
+            masks.append(result.masks[0])
+            previous = result.low_res_logits[:1]
+        return masks
+
+
+@pytest.mark.parametrize("image", ["upload0.png", "local0.png"])
+def test_keypoint_then_negative_keypoint(label_studio, grabcut_project, image):
+    w, h = size(image)
+    blob = {"upload0.png": (30, 40), "local0.png": (65, 35)}[image]
+    first = keypoint(*blob, (w, h))
+    negative = keypoint(blob[0] + 6, blob[1] + 6, (w, h), positive=False)
+    steps = [[first], [first, negative]]
+    expected = GrabCutReference().sequence(image, steps)
+    for regions, want in zip(steps, expected):
+        got = brush_mask(click_through_ls(label_studio, grabcut_project, image, regions))
+        np.testing.assert_array_equal(got, want)
+    # The object under the click was found: a disc of radius ~32 px, not the whole image.
+    first_mask = expected[0]
+    assert first_mask[round(blob[1] / 100 * h), round(blob[0] / 100 * w)]
+    assert 0.5 * np.pi * 30**2 < first_mask.sum() < 2.0 * np.pi * 34**2
+    assert expected[1].sum() < first_mask.sum()  # the negative click took something away
+
+
+def test_rectangle_then_point_inside_it(label_studio, grabcut_project):
+    image = "upload0.png"
+    w, h = size(image)
+    box = rectangle(60, 52, 26, 34, (w, h))  # around the second disc (72%, 68%)
+    point = keypoint(72, 68, (w, h))
+    steps = [[box], [box, point]]
+    expected = GrabCutReference().sequence(image, steps)
+    for regions, want in zip(steps, expected):
+        got = brush_mask(click_through_ls(label_studio, grabcut_project, image, regions))
+        np.testing.assert_array_equal(got, want)
+    ys, xs = np.nonzero(expected[0])
+    assert xs.min() >= 0.60 * w - 1 and xs.max() <= 0.86 * w + 1 and ys.min() >= 0.52 * h - 1
+
+
+def test_two_rectangles_give_one_mask_each(label_studio, grabcut_project):
+    image = "upload0.png"
+    w, h = size(image)
+    boxes = [rectangle(15, 20, 30, 40, (w, h)), rectangle(60, 52, 26, 34, (w, h))]
+    answer = label_studio.interactive(grabcut_project["ml"], grabcut_project["tasks"][image], {"result": boxes})
+    assert "errors" not in answer, answer
+    regions = answer["data"]["result"]
+    assert len(regions) == 2
+    engine = GrabCutEngine()
+    embedding = engine.encode(IMAGES[image])
+    for region, box in zip(regions, boxes):
+        want = engine.decode(embedding, **prompt_arrays([box]), multimask=False).masks[0]
+        np.testing.assert_array_equal(brush_mask(region), want)
+
+
+def test_uploaded_image_second_label(label_studio, grabcut_project):
+    """The label of the prompt is the label of the mask (Orange here, not the control's first)."""
+    image = "upload1.png"
+    w, h = size(image)
+    region = click_through_ls(label_studio, grabcut_project, image, [keypoint(50, 50, (w, h), label="Orange")])
+    assert region["value"]["brushlabels"] == ["Orange"]
+    np.testing.assert_array_equal(brush_mask(region),
+                                  GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0])
+
+
+def test_a_click_outside_the_image_is_an_error_ls_shows(label_studio, grabcut_project):
+    """A bad prompt comes back to the UI in LS's `errors` list, as the HTTP status only (LS drops our body)."""
+    image = "upload0.png"
+    answer = label_studio.interactive(grabcut_project["ml"], grabcut_project["tasks"][image],
+                                      {"result": [keypoint(150, 40, size(image))]})
+    assert "data" not in answer, answer
+    (message,) = answer["errors"]
+    assert message.startswith("400 Client Error") and message.endswith("/predict"), message
+
+
+# ---- SAM (tiny, random weights): the real SAM code path --------------------------------------------
+
+@pytest.fixture(scope="module")
+def sam_project(label_studio, sam_backend) -> dict:
+    return setup_project(label_studio, sam_backend.url, "interactive sam")
+
+
+@pytest.fixture(scope="module")
+def sam_reference(tiny_checkpoint: Path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    predictor = SamPredictor(load_sam("tiny", str(tiny_checkpoint), device="cpu"), "reference")
+    yield predictor
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("image", ["upload1.png", "local0.png"])
+def test_sam_click_sequence_matches_the_predictor(label_studio, sam_project, sam_reference, image):
+    """Upload through LS's /data/upload/ and local files through LS's /data/local-files/ (this
+    backend has no LOCAL_FILES_DOCUMENT_ROOT): both fetched with the token, same masks."""
+    w, h = size(image)
+    a, b = keypoint(40, 45, (w, h)), keypoint(60, 55, (w, h), positive=False)
+    box = rectangle(20, 20, 50, 50, (w, h))
+    embedding = sam_reference.encode(IMAGES[image])
+    first = sam_reference.decode(embedding, **prompt_arrays([a]), multimask=True, best_only=True)
+    second = sam_reference.decode(embedding, **prompt_arrays([a, b]), mask_input=first.low_res_logits[:1],
+                                  multimask=False)
+    third = sam_reference.decode(embedding, **prompt_arrays([a, b, box]), mask_input=second.low_res_logits[:1],
+                                 multimask=False)
+    for regions, want in (([a], first), ([a, b], second), ([a, b, box], third)):
+        region = click_through_ls(label_studio, sam_project, image, regions)
+        np.testing.assert_array_equal(brush_mask(region), want.masks[0])
+        assert region["score"] == pytest.approx(float(want.scores[0]), abs=1e-5)
+
+
+# ---- zero configuration: the credentials LS sends in /setup are enough ----------------------------
+
+@pytest.fixture(scope="module")
+def setup_only_backend(backends, tmp_path_factory):
+    """A backend started with no LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (and no Redis) at all."""
+    from tests.http.conftest import Backend
+
+    backend = Backend({"SAM_ENGINE": "grabcut"}, tmp_path_factory.mktemp("setup-only") / "gunicorn.log")
+    backends.append(backend)
+    return backend
+
+
+def test_backend_without_ls_settings_uses_the_hostname_and_token_from_setup(label_studio, setup_only_backend):
+    project = setup_project(label_studio, setup_only_backend.url, "setup only")
+    image = "upload1.png"
+    w, h = size(image)
+    region = click_through_ls(label_studio, project, image, [keypoint(50, 50, (w, h))])
+    np.testing.assert_array_equal(brush_mask(region),
+                                  GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0])
