@@ -76,7 +76,7 @@ def test_setup_sample_is_fast_and_answers_the_model_version(server):
     started = time.monotonic()
     response = server.post("/setup", sample("setup_request.json"))
     assert response.status_code == 200 and response.json() == {"model_version": "grabcut-opencv"}
-    assert time.monotonic() - started < 1.0  # LS gives /setup 3 s
+    assert time.monotonic() - started < 3.0  # LS gives /setup 3 s
 
 
 @pytest.mark.parametrize("name", ["webhook_start_training.json", "webhook_annotation_created.json"])
@@ -91,7 +91,7 @@ def test_webhook_samples_are_acknowledged(server, name):
 def test_batch_sample_answers_each_task_at_once_and_warms_their_images(server, fake_ls):
     started = time.monotonic()
     response = server.post("/predict", sample("predict_batch_request.json"))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # no encoding inside the request, even on a busy CI machine
     results = response.json()["results"]
     assert len(results) == 3 and all(r["result"] == [] and r["model_version"] == "grabcut-opencv" for r in results)
     path = task_of(3)["data"]["image"]
