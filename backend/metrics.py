@@ -6,7 +6,7 @@ run WORKERS=1 with THREADS>1, the recommended shape for one model per process an
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Clicks on cached images take ~0.1 s; cold ones tens of seconds on CPU.
@@ -19,6 +19,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # resident memory and CPU: what a loaded model costs
         self.requests = Counter("sam_requests_total", "HTTP requests by route and outcome", ["route", "outcome"], registry=r)
         self.request_seconds = Histogram("sam_request_seconds", "HTTP request latency", ["route", "outcome"],
                                          buckets=_LATENCY_BUCKETS, registry=r)
