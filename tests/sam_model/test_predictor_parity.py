@@ -1,0 +1,149 @@
+"""Our SamPredictor vs the official segment-anything SamPredictor on the same random weights.
+
+The official model is built with random weights, saved as a .pth, and loaded into ours
+through `load_sam` with strict checking, so this also proves the checkpoint layout.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.build_sam import _build_sam
+from segment_anything.predictor import SamPredictor as RefPredictor
+
+from sam_model import DecodeResult, ImageEmbedding, SamPredictor, load_sam
+from sam_model.build import ENCODER_CONFIGS
+
+SCORE_ATOL = 1e-4
+MIN_IOU = 0.999
+
+
+def official_sam(model_type: str, seed: int, std: float) -> torch.nn.Module:
+    """The reference model at our config with every weight random (norm scales near 1)."""
+    cfg = ENCODER_CONFIGS[model_type]
+    torch.manual_seed(seed)
+    sam = _build_sam(
+        encoder_embed_dim=cfg.embed_dim,
+        encoder_depth=cfg.depth,
+        encoder_num_heads=cfg.num_heads,
+        encoder_global_attn_indexes=list(cfg.global_attn_indexes),
+    )
+    with torch.no_grad():
+        for module in sam.modules():
+            norm = "LayerNorm" in type(module).__name__
+            for name, p in module.named_parameters(recurse=False):
+                if norm and name == "weight":
+                    p.normal_(1.0, 0.1)
+                else:
+                    p.normal_(0.0, std)
+    return sam.eval()
+
+
+def load_pair(tmp_path: Path, model_type: str, seed: int, std: float) -> tuple[RefPredictor, SamPredictor]:
+    ref = official_sam(model_type, seed, std)
+    path = tmp_path / f"{model_type}.pth"
+    torch.save(ref.state_dict(), path)
+    ours = load_sam(model_type, str(path), device="cpu")
+    return RefPredictor(ref), SamPredictor(ours, model_id=f"{model_type}-random")
+
+
+def test_image(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth blobs plus noise: structure for the encoder, detail for the resize."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 6, 8)).astype(np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, (h, w), mode="bilinear", align_corners=False)[0]
+    noisy = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (h, w, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+test_image.__test__ = False  # a helper, not a test
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def prompts(h: int, w: int, ref: RefPredictor) -> dict[str, dict]:
+    """The prompt kinds annotators send, in original-image pixels."""
+    point = {"point_coords": np.array([[0.4 * w, 0.55 * h]]), "point_labels": np.array([1])}
+    box = np.array([0.2 * w, 0.25 * h, 0.7 * w, 0.8 * h])
+    _, _, logits = ref.predict(**point, multimask_output=False)
+    return {
+        "point": point,
+        "points_neg": {
+            "point_coords": np.array([[0.3 * w, 0.3 * h], [0.6 * w, 0.7 * h], [0.9 * w, 0.1 * h]]),
+            "point_labels": np.array([1, 1, 0]),
+        },
+        "box": {"box": box},
+        "point_box": {**point, "box": box},
+        "mask_input": {**point, "mask_input": logits},
+    }
+
+
+def assert_same(ours: DecodeResult, ref_masks: np.ndarray, ref_scores: np.ndarray, ref_low: np.ndarray) -> None:
+    assert ours.masks.dtype == bool and ours.masks.shape == ref_masks.shape
+    np.testing.assert_allclose(ours.scores, ref_scores, atol=SCORE_ATOL, rtol=0)
+    np.testing.assert_allclose(ours.low_res_logits, ref_low, atol=1e-3, rtol=1e-4)
+    for k in range(len(ref_masks)):
+        assert iou(ours.masks[k], ref_masks[k]) >= MIN_IOU, f"candidate {k}"
+
+
+def check_parity(ref: RefPredictor, ours: SamPredictor, image: np.ndarray) -> None:
+    h, w = image.shape[:2]
+    ref.set_image(image)
+    emb = ours.encode(image)
+    assert isinstance(emb, ImageEmbedding) and emb.original_size == (h, w)
+    assert emb.input_size == ref.input_size
+    torch.testing.assert_close(emb.features, ref.features, atol=1e-4, rtol=1e-4)
+    for name, kwargs in prompts(h, w, ref).items():
+        ref_masks, ref_scores, ref_low = ref.predict(**kwargs, multimask_output=True)
+        assert_same(ours.decode(emb, **kwargs), ref_masks, ref_scores, ref_low)
+        fractions = ref_masks.mean(axis=(1, 2))
+        assert ((fractions > 0.01) & (fractions < 0.99)).any(), f"{name}: degenerate masks, test proves nothing"
+        if name in ("point", "point_box"):  # the two calls the backend makes; enough to check the modes
+            best = int(np.argmax(ref_scores))
+            one = ours.decode(emb, **kwargs, best_only=True)
+            assert_same(one, ref_masks[best : best + 1], ref_scores[best : best + 1], ref_low[best : best + 1])
+            ref_single = ref.predict(**kwargs, multimask_output=False)
+            assert_same(ours.decode(emb, **kwargs, multimask=False), *ref_single)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On a shared, oversubscribed CPU, 1 intra-op thread runs these small models ~3x faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def predictors(tmp_path_factory: pytest.TempPathFactory) -> tuple[RefPredictor, SamPredictor]:
+    return load_pair(tmp_path_factory.mktemp("tiny"), "tiny", seed=0, std=0.05)
+
+
+@pytest.mark.parametrize(
+    "h, w", [(480, 640), (517, 300), (48, 64), (3000, 4000), (1024, 1024), (1, 7)],
+    ids=["landscape", "portrait", "tiny", "4000x3000", "square", "sliver"],
+)
+def test_tiny_matches_reference(predictors: tuple[RefPredictor, SamPredictor], h: int, w: int) -> None:
+    check_parity(*predictors, test_image(h, w, seed=h * w))
+
+
+def test_different_prompts_give_different_masks(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    """The IoU bar discriminates: two clicks far apart must not pass as 'the same mask'."""
+    _, ours = predictors
+    emb = ours.encode(test_image(480, 640, seed=1))
+    a = ours.decode(emb, np.array([[100, 100]]), np.array([1]), multimask=False)
+    b = ours.decode(emb, np.array([[600, 400]]), np.array([1]), multimask=False)
+    assert iou(a.masks[0], b.masks[0]) < MIN_IOU
+
+
+@pytest.mark.slow
+def test_vit_b_matches_reference(tmp_path: Path) -> None:
+    ref, ours = load_pair(tmp_path, "vit_b", seed=1, std=0.02)
+    check_parity(ref, ours, test_image(1000, 1500, seed=2))
