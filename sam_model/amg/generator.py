@@ -1,0 +1,316 @@
+"""Automatic mask generation: prompt SAM with a grid of points, keep the good, distinct masks.
+
+The algorithm is the reference's (SamAutomaticMaskGenerator): per crop layer a point grid,
+decoded in batches into three candidate masks per point; IoU and stability filters; masks
+touching an inner crop edge dropped; box NMS within a crop, then between crops preferring
+smaller crops; optional cleanup of small holes and islands followed by NMS again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..embedding import ImageEmbedding
+from ..transforms import scale_coords, upscale_masks
+from .grid import crop_boxes, layer_point_grids
+from .masks import (
+    Rle,
+    boxes_near_crop_edge,
+    masks_to_boxes,
+    masks_to_rles,
+    remove_small_regions,
+    rle_area,
+    rle_to_coco,
+    rle_to_mask,
+    stability_score,
+)
+from .nms import batched_nms, box_area
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+MODES = ("exact", "fast")
+# Full-resolution logits are materialised this many masks at a time (exact mode): bounds
+# memory at ~chunk * 4 MiB * (1 + H*W / 1024^2) instead of holding a whole batch.
+_UPSCALE_CHUNK = 16
+
+
+@dataclass
+class MaskSet:
+    """Candidate masks as columns; boxes, points and crop boxes in the full image's pixels."""
+
+    rles: list[Rle]
+    boxes: torch.Tensor  # (N, 4) int64 xyxy, inclusive max corner
+    iou: torch.Tensor  # (N,) float32 predicted IoU
+    stability: torch.Tensor  # (N,) float32
+    points: torch.Tensor  # (N, 2) float64 xy of the prompting point
+    crop_boxes: torch.Tensor  # (N, 4) int64 xyxy
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def take(self, index: torch.Tensor) -> MaskSet:
+        """Rows at `index` (int indices or a bool mask), in that order."""
+        rows = torch.arange(len(self))[index].tolist()
+        return MaskSet(
+            [self.rles[i] for i in rows],
+            self.boxes[index],
+            self.iou[index],
+            self.stability[index],
+            self.points[index],
+            self.crop_boxes[index],
+        )
+
+    @staticmethod
+    def concat(parts: list[MaskSet]) -> MaskSet:
+        if not parts:
+            return MaskSet([], torch.zeros(0, 4, dtype=torch.int64), torch.zeros(0), torch.zeros(0),
+                           torch.zeros(0, 2, dtype=torch.float64), torch.zeros(0, 4, dtype=torch.int64))
+        return MaskSet(
+            [r for p in parts for r in p.rles],
+            torch.cat([p.boxes for p in parts]),
+            torch.cat([p.iou for p in parts]),
+            torch.cat([p.stability for p in parts]),
+            torch.cat([p.points for p in parts]),
+            torch.cat([p.crop_boxes for p in parts]),
+        )
+
+
+class AutomaticMaskGenerator:
+    """Whole-image mask proposals from SAM (the reference AMG's parameters and output records).
+
+    `mode="exact"` reproduces the reference: every candidate's logits are upscaled to full
+    resolution before the stability score is taken. Only the order of work changes (the
+    IoU filter runs before upscaling, full-resolution logits live a few masks at a time).
+
+    `mode="fast"`, the serving default, decides on the low-resolution (256x256) logits:
+    the IoU filter and the stability score (on the part of the 256x256 grid that covers the
+    image) run before any upscaling, so only survivors are upscaled (OpenCV on CPU) and are
+    kept only as RLE. Its `stability_score` is the low-resolution one; which masks pass can
+    differ from exact mode near the threshold (bench/bench_amg.py reports by how much).
+
+    Give it a predictor (anything with `.sam` and `.encode(image) -> ImageEmbedding`) or a
+    bare Sam model, which is wrapped in `sam_model.predictor.SamPredictor`.
+    """
+
+    def __init__(
+        self,
+        predictor_or_sam: Any,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        mode: str = "exact",
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if points_per_batch < 1 or crop_n_layers < 0:
+            raise ValueError("points_per_batch must be >= 1 and crop_n_layers >= 0")
+        if point_grids is not None:
+            grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(grids) != crop_n_layers + 1:
+                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
+        else:
+            grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        if hasattr(predictor_or_sam, "encode"):
+            self.predictor = predictor_or_sam
+        else:
+            from ..predictor import SamPredictor
+
+            self.predictor = SamPredictor(predictor_or_sam, model_id="amg")
+        self.sam = self.predictor.sam
+        self.point_grids = grids
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.mode = mode
+        self._square: int = self.sam.image_encoder.img_size
+        self._threshold = float(self.sam.mask_threshold)
+        with torch.inference_mode():
+            self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray, embedding: ImageEmbedding | None = None) -> list[dict[str, Any]]:
+        """HxWx3 uint8 RGB image -> mask records (the reference's keys; bbox/crop_box XYWH).
+
+        `embedding`, if given, must be this image's (uncropped) embedding: the full-image
+        layer reuses it instead of encoding again; crop layers always encode their crops.
+        """
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be an HxWx3 numpy array, got {getattr(image, 'shape', type(image))}")
+        image_hw = (int(image.shape[0]), int(image.shape[1]))
+        if embedding is not None and tuple(embedding.original_size) != image_hw:
+            raise ValueError(f"embedding is of a {embedding.original_size} image, not {image_hw}")
+        boxes, layers = crop_boxes(image_hw, self.crop_n_layers, self.crop_overlap_ratio)
+        masks = MaskSet.concat(
+            [self._crop(image, box, layer, embedding if layer == 0 else None) for box, layer in zip(boxes, layers)]
+        )
+        if len(boxes) > 1:
+            # Same NMS across crops, scored so that the smaller crop's mask wins.
+            keep = batched_nms(masks.boxes.float(), 1 / box_area(masks.crop_boxes), _zeros(len(masks)), self.crop_nms_thresh)
+            masks = masks.take(keep)
+        if self.min_mask_region_area > 0:
+            masks = self._remove_small_regions(masks)
+        return self._records(masks)
+
+    def _crop(self, image: np.ndarray, box: list[int], layer: int, embedding: ImageEmbedding | None) -> MaskSet:
+        x0, y0, x1, y1 = box
+        if embedding is None:
+            embedding = self.predictor.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        crop_h, crop_w = embedding.original_size
+        points = self.point_grids[layer] * np.array([crop_w, crop_h], dtype=np.float64)
+        features = embedding.features.to(self._dense_pe.device, torch.float32)
+        image_hw = (image.shape[0], image.shape[1])
+        parts = [
+            self._batch(features, embedding, points[i : i + self.points_per_batch], box, image_hw)
+            for i in range(0, len(points), self.points_per_batch)
+        ]
+        masks = MaskSet.concat(parts)
+        keep = batched_nms(masks.boxes.float(), masks.iou, _zeros(len(masks)), self.box_nms_thresh)
+        return masks.take(keep)
+
+    def _batch(
+        self,
+        features: torch.Tensor,
+        embedding: ImageEmbedding,
+        points: np.ndarray,
+        box: list[int],
+        image_hw: tuple[int, int],
+    ) -> MaskSet:
+        """One batch of grid points (crop pixels) -> surviving masks, already RLE-encoded."""
+        crop_hw, input_size = embedding.original_size, embedding.input_size
+        logits, iou = self._decode(features, scale_coords(points, crop_hw, input_size))
+        n_out = logits.shape[0] // len(points)
+        prompts = torch.as_tensor(points).repeat_interleave(n_out, dim=0)
+        keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+        logits, iou, prompts = logits[keep], iou[keep], prompts[keep]
+        if self.mode == "exact":
+            stability, binary = self._full_res_masks(logits, input_size, crop_hw)
+        else:
+            stability = self._low_res_stability(logits, input_size)
+        if self.stability_score_thresh > 0:
+            keep = stability >= self.stability_score_thresh
+            logits, iou, prompts, stability = logits[keep], iou[keep], prompts[keep], stability[keep]
+            if self.mode == "exact":
+                binary = binary[keep]
+        if self.mode == "fast":
+            binary = torch.from_numpy(upscale_masks(logits, input_size, crop_hw, self._square, self._threshold))
+        x0, y0 = box[0], box[1]
+        boxes = masks_to_boxes(binary) + torch.tensor([x0, y0, x0, y0])
+        keep = ~boxes_near_crop_edge(boxes, box, [0, 0, image_hw[1], image_hw[0]])
+        binary = binary[keep]
+        return MaskSet(
+            masks_to_rles(binary, image_hw, (x0, y0)),
+            boxes[keep],
+            iou[keep],
+            stability[keep],
+            prompts[keep] + torch.tensor([x0, y0], dtype=torch.float64),
+            torch.tensor([box], dtype=torch.int64).expand(len(binary), 4),
+        )
+
+    def _decode(self, features: torch.Tensor, input_points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points in the encoder's input frame -> (B*3, 256, 256) logits and (B*3,) IoU, point-major."""
+        coords = torch.as_tensor(input_points, device=features.device)[:, None, :]
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=features.device)
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        logits, iou = self.sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        return logits.flatten(0, 1).float().cpu(), iou.flatten(0, 1).float().cpu()
+
+    def _full_res_masks(
+        self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact mode: the reference's two bilinear steps per mask; stability and binary mask at full size."""
+        stability = torch.empty(logits.shape[0], dtype=torch.float32)
+        binary = torch.empty((logits.shape[0], *crop_hw), dtype=torch.bool)
+        for i in range(0, logits.shape[0], _UPSCALE_CHUNK):
+            chunk = logits[i : i + _UPSCALE_CHUNK, None]
+            big = F.interpolate(chunk, (self._square, self._square), mode="bilinear", align_corners=False)
+            big = big[..., : input_size[0], : input_size[1]]
+            full = F.interpolate(big, crop_hw, mode="bilinear", align_corners=False)[:, 0]
+            stability[i : i + _UPSCALE_CHUNK] = stability_score(full, self._threshold, self.stability_score_offset)
+            binary[i : i + _UPSCALE_CHUNK] = full > self._threshold
+        return stability, binary
+
+    def _low_res_stability(self, logits: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        """Fast mode: stability on the 256x256 logits, restricted to the cells that cover the image."""
+        scale = logits.shape[-1] / self._square
+        h, w = max(1, round(input_size[0] * scale)), max(1, round(input_size[1] * scale))
+        return stability_score(logits[..., :h, :w], self._threshold, self.stability_score_offset)
+
+    def _remove_small_regions(self, masks: MaskSet) -> MaskSet:
+        """Fill small holes, drop small islands, then NMS again preferring masks left untouched."""
+        if len(masks) == 0:
+            return masks
+        rles, boxes, untouched = list(masks.rles), masks.boxes.clone(), []
+        for i, rle in enumerate(masks.rles):
+            mask, filled = remove_small_regions(rle_to_mask(rle), self.min_mask_region_area, "holes")
+            mask, dropped = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            untouched.append(not (filled or dropped))
+            if filled or dropped:
+                changed = torch.from_numpy(np.ascontiguousarray(mask))[None]
+                rles[i] = masks_to_rles(changed)[0]
+                boxes[i] = masks_to_boxes(changed)[0]
+        scores = torch.tensor(untouched, dtype=torch.float32)
+        threshold = max(self.box_nms_thresh, self.crop_nms_thresh)
+        keep = batched_nms(boxes.float(), scores, _zeros(len(masks)), threshold)
+        cleaned = MaskSet(rles, boxes, masks.iou, masks.stability, masks.points, masks.crop_boxes)
+        return cleaned.take(keep)
+
+    def _records(self, masks: MaskSet) -> list[dict[str, Any]]:
+        records = []
+        for i, rle in enumerate(masks.rles):
+            if self.output_mode == "binary_mask":
+                segmentation: Any = rle_to_mask(rle)
+            elif self.output_mode == "coco_rle":
+                segmentation = rle_to_coco(rle)
+            else:
+                segmentation = rle
+            records.append(
+                {
+                    "segmentation": segmentation,
+                    "area": rle_area(rle),
+                    "bbox": _xywh(masks.boxes[i]),
+                    "predicted_iou": float(masks.iou[i]),
+                    "point_coords": [masks.points[i].tolist()],
+                    "stability_score": float(masks.stability[i]),
+                    "crop_box": _xywh(masks.crop_boxes[i]),
+                }
+            )
+        return records
+
+
+def _zeros(n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=torch.int64)
+
+
+def _xywh(box: torch.Tensor) -> list[int]:
+    x0, y0, x1, y1 = box.tolist()
+    return [x0, y0, x1 - x0, y1 - y0]
