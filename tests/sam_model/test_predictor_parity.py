@@ -5,6 +5,7 @@ through `load_sam` with strict checking, so this also proves the checkpoint layo
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -147,3 +148,107 @@ def test_different_prompts_give_different_masks(predictors: tuple[RefPredictor, 
 def test_vit_b_matches_reference(tmp_path: Path) -> None:
     ref, ours = load_pair(tmp_path, "vit_b", seed=1, std=0.02)
     check_parity(ref, ours, test_image(1000, 1500, seed=2))
+
+
+def test_fp16_bytes_round_trip_decodes_like_fp32(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    """The cache stores fp16 bytes; a click on them must give (nearly) the same mask."""
+    _, ours = predictors
+    emb = ours.encode(test_image(300, 400, seed=3))
+    back = ImageEmbedding.from_bytes(emb.to_bytes())
+    kwargs = {"point_coords": np.array([[150, 120]]), "point_labels": np.array([1]), "best_only": True}
+    a, b = ours.decode(emb, **kwargs), ours.decode(back, **kwargs)
+    assert iou(a.masks[0], b.masks[0]) > 0.99
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-2)
+
+
+def test_concurrent_decodes_match_serial(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    """No hidden per-image state: threads on different images get their own answers."""
+    _, ours = predictors
+    embs = [ours.encode(test_image(200 + 50 * i, 300, seed=i)) for i in range(3)]
+    point = {"point_coords": np.array([[120, 90]]), "point_labels": np.array([1])}
+    serial = [ours.decode(e, **point).masks for e in embs]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(lambda e: ours.decode(e, **point).masks, embs * 2))
+    for i, masks in enumerate(parallel):
+        np.testing.assert_array_equal(masks, serial[i % 3])
+
+
+def test_bf16_on_cpu_when_asked(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    _, ours = predictors
+    bf16 = SamPredictor(ours.sam, ours.model_id, precision="bf16")
+    image = test_image(240, 320, seed=4)
+    fp32_emb, bf16_emb = ours.encode(image), bf16.encode(image)
+    assert bf16_emb.features.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(fp32_emb.features.flatten(), bf16_emb.features.flatten(), dim=0)
+    assert cos > 0.99
+    result = bf16.decode(bf16_emb, np.array([[100, 100]]), np.array([1]))
+    assert result.masks.shape == (3, 240, 320) and result.scores.dtype == np.float32
+
+
+def test_compile_constructs(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    """Compiling happens on the first encode (minutes on this CPU); here: it wraps the encoder."""
+    _, ours = predictors
+    compiled = SamPredictor(ours.sam, ours.model_id, compile=True)
+    assert compiled._encoder is not ours.sam.image_encoder and callable(compiled._encoder)
+
+
+@pytest.fixture(scope="module")
+def embedding(predictors: tuple[RefPredictor, SamPredictor]) -> ImageEmbedding:
+    return predictors[1].encode(test_image(120, 160, seed=5))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "at least one prompt"),
+        ({"point_coords": np.array([[1.0, 2.0]])}, "together"),
+        ({"point_coords": np.array([1.0, 2.0]), "point_labels": np.array([1])}, r"\(N, 2\)"),
+        ({"point_coords": np.zeros((0, 2)), "point_labels": np.zeros(0)}, "N >= 1"),
+        ({"point_coords": np.array([[1.0, 2.0]]), "point_labels": np.array([1, 0])}, "point_labels must have shape"),
+        ({"point_coords": np.array([[np.nan, 2.0]]), "point_labels": np.array([1])}, "finite"),
+        ({"point_coords": np.array([[1.0, 2.0]]), "point_labels": np.array([2])}, "1 .foreground. or 0"),
+        ({"box": np.array([1.0, 2.0, 3.0])}, "box must have shape"),
+        ({"box": np.array([1.0, 2.0, np.inf, 4.0])}, "box must be finite"),
+        ({"mask_input": np.zeros((256, 256))}, "mask_input must have shape"),
+        ({"mask_input": np.full((1, 256, 256), np.nan)}, "mask_input must be finite"),
+    ],
+)
+def test_decode_rejects_bad_prompts(
+    predictors: tuple[RefPredictor, SamPredictor], embedding: ImageEmbedding, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        predictors[1].decode(embedding, **kwargs)
+
+
+def test_decode_rejects_foreign_embeddings(
+    predictors: tuple[RefPredictor, SamPredictor], embedding: ImageEmbedding
+) -> None:
+    ours = predictors[1]
+    point = {"point_coords": np.array([[1.0, 2.0]]), "point_labels": np.array([1])}
+    other = ImageEmbedding(embedding.features, embedding.original_size, embedding.input_size, "grabcut")
+    with pytest.raises(ValueError, match="from model 'grabcut'"):
+        ours.decode(other, **point)
+    small = ImageEmbedding(torch.zeros(1, 256, 32, 32), embedding.original_size, embedding.input_size, ours.model_id)
+    with pytest.raises(ValueError, match="features must have shape"):
+        ours.decode(small, **point)
+    skewed = ImageEmbedding(embedding.features, (120, 160), (1024, 1024), ours.model_id)
+    with pytest.raises(ValueError, match="input_size"):
+        ours.decode(skewed, **point)
+    with pytest.raises(ValueError, match="ImageEmbedding"):
+        ours.decode(embedding.features, **point)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
+     np.zeros((0, 10, 3), np.uint8), [[0, 0, 0]]],
+    ids=["float", "gray", "rgba", "empty", "list"],
+)
+def test_encode_rejects_bad_images(predictors: tuple[RefPredictor, SamPredictor], image: object) -> None:
+    with pytest.raises(ValueError):
+        predictors[1].encode(image)
+
+
+def test_unknown_precision_is_rejected(predictors: tuple[RefPredictor, SamPredictor]) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        SamPredictor(predictors[1].sam, "m", precision="int4")
