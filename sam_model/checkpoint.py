@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 
 from .build import ENCODER_CONFIGS, build_sam
-from .quantize import apply_quantization
+from .quantize import apply_quantization, check_quantize
 from .registry import official_by_filename
 from .sam import Sam
 
@@ -120,6 +120,7 @@ def load_sam(
     Returns the model in eval mode with gradients off, on the resolved device.
     """
     target = resolve_device(device)
+    check_quantize(quantize, target)
     if verify_md5:
         verify_official(checkpoint_path)
     state = read_state_dict(checkpoint_path)

@@ -30,12 +30,16 @@ def quantize_encoder_int8(encoder: nn.Module) -> nn.Module:
         )
 
 
-def apply_quantization(sam: nn.Module, mode: str, device: torch.device) -> None:
-    """Quantize `sam.image_encoder` according to `mode` ("none" or "int8")."""
+def check_quantize(mode: str, device: torch.device) -> None:
+    """Fail before any weights are read when the mode is unknown or not runnable on `device`."""
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
-    if mode == "none":
-        return
-    if device.type != "cpu":
+    if mode == "int8" and device.type != "cpu":
         raise ValueError(f"int8 quantization runs on CPU only; the model is on {device}")
-    sam.image_encoder = quantize_encoder_int8(sam.image_encoder)
+
+
+def apply_quantization(sam: nn.Module, mode: str, device: torch.device) -> None:
+    """Quantize `sam.image_encoder` according to `mode` ("none" or "int8")."""
+    check_quantize(mode, device)
+    if mode == "int8":
+        sam.image_encoder = quantize_encoder_int8(sam.image_encoder)
