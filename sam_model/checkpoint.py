@@ -127,6 +127,8 @@ def load_sam(
     with torch.device("meta"):
         sam = build_sam(model_type)
     check_compatible(checkpoint_path, model_type, sam.state_dict(), state)
+    # assign=True adopts the file's dtype; keep the model fp32 (casting copies only non-fp32 tensors).
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     sam.load_state_dict(state, strict=True, assign=True)
     sam.reset_pixel_stats("cpu")
     sam = sam.to(target).eval().requires_grad_(False)

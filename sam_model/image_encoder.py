@@ -91,27 +91,26 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = self.norm1(x)
-        qkv = self.attn.qkv(normed)
+        qkv = self.attn.qkv(self.norm1(x))
         if self.window_size > 0:
-            # Padded tokens are zeros before the projection, so they carry qkv(0).
-            attended = self._windowed(qkv, self.attn.qkv(normed.new_zeros(1, normed.shape[-1]))[0])
+            attended = self._windowed(qkv)
         else:
             attended = self.attn.attend(qkv)
         x = x + self.attn.proj(attended)
         return x + self.mlp(self.norm2(x))
 
-    def _windowed(self, qkv: torch.Tensor, pad_value: torch.Tensor) -> torch.Tensor:
+    def _windowed(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention inside non-overlapping windows of the (zero-padded) token grid.
 
         The reference pads the normalised tokens with zeros before the qkv projection, so
-        padded tokens carry qkv(0) (`pad_value`); filling the padding with it gives the same
-        keys/values while projecting only the real tokens.
+        padded tokens carry qkv(0); filling the padding with it gives the same keys/values
+        while projecting only the real tokens.
         """
         b, h, w, c3 = qkv.shape
         ws = self.window_size
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
         if (hp, wp) != (h, w):
+            pad_value = self.attn.qkv(qkv.new_zeros(1, self.attn.qkv.in_features))[0]
             padded = pad_value.expand(b, hp, wp, c3).clone()
             padded[:, :h, :w] = qkv
             qkv = padded

@@ -30,6 +30,16 @@ def test_loads_tiny_weights_exactly(tiny_pair) -> None:
     assert ours.device == torch.device("cpu")
 
 
+def test_legacy_format_and_half_precision_files_load(tmp_path: Path, tiny_pair) -> None:
+    ref, ours, _ = tiny_pair
+    path = tmp_path / "legacy_fp16.pth"
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}
+    torch.save(half, path, _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    loaded = load_sam("tiny", str(path), device="cpu")
+    for k, v in loaded.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, half[k].float()), k
+
+
 def test_vit_l_file_as_vit_b_names_file_and_types(tmp_path: Path) -> None:
     path = tmp_path / "some_weights.pth"
     torch.save(_shape_only_state_dict("vit_l"), path)
