@@ -1,0 +1,162 @@
+"""Property-based fuzzing of the live gunicorn backend against backend/openapi.py (schemathesis).
+
+For every described route, schemathesis generates requests that follow the description
+(positive) and requests that break it (negative); each must get a response the description
+allows: never a 5xx, a documented status, the documented content type and body schema.
+Most /predict cases are "deepened" (the project's real label config, an image LS serves,
+generated prompt regions on that image, mostly plausible, some hostile) so the fuzzer gets past config parsing into prompts, image
+loading and decoding. Examples are bounded (EXAMPLES per route and mode) and every request
+has a timeout, so the run is short and cannot hang.
+
+Network safety: generated task data never leaves 127.0.0.1. Image values with a URL scheme
+other than data: / cloud (which go through the fake LS) are rewritten to an LS path.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from backend.openapi import openapi_spec
+from tests.http.conftest import LS_TOKEN, png, sample, scene
+from tests.reliability.fake_ls import FakeLabelStudioAPI
+
+EXAMPLES = 25
+CONFIG = sample("predict_interactive_request.json")["label_config"]
+IMAGE, W, H = "/data/upload/1/fuzz.png", 80, 60
+LOCAL_SCHEMES = ("", "data", "s3", "gs", "azure-blob", "azure-spi")  # these go to LS (127.0.0.1) or nowhere
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+SCHEMA = schemathesis.openapi.from_dict(openapi_spec())
+# Negative cases need something to break: a body (a string path parameter cannot be made invalid).
+RUNS = [(path, method, mode) for path, item in openapi_spec()["paths"].items() for method, op in item.items()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if mode is GenerationMode.POSITIVE or "requestBody" in op]
+
+
+@pytest.fixture(scope="module")
+def fake_ls():
+    ls = FakeLabelStudioAPI(CONFIG)
+    ls.add_file(IMAGE, png(scene(W, H, [(50, 50, 12)], seed=5)))
+    ls.add_task(1, {"image": IMAGE})
+    yield ls
+    ls.close()
+
+
+@pytest.fixture(scope="module")
+def server(launch, fake_ls, redis_server):
+    return launch({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
+                   "REDIS_URL": redis_server.url, "MAX_REQUEST_BYTES": "200000", "FETCH_TIMEOUT_S": "5",
+                   "WARM_QUEUE_SIZE": "4"})
+
+
+@pytest.fixture(scope="module")
+def auto_annotate_wired(server) -> bool:
+    """Whether app.py registers the auto-annotate routes yet (an unknown route 404s with Werkzeug's text)."""
+    probe = requests.post(server.url + "/auto-annotate", json={}, timeout=30)
+    return probe.status_code != 404
+
+
+def keep_local(body: Any) -> Any:
+    """Rewrite task image values that would make the backend connect beyond 127.0.0.1."""
+    tasks = body.get("tasks") if isinstance(body, dict) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        data = task.get("data") if isinstance(task, dict) else None
+        for key, value in list(data.items()) if isinstance(data, dict) else []:
+            if isinstance(value, str) and (urlsplit(value.strip()).scheme.lower() not in LOCAL_SCHEMES
+                                           or value.strip().startswith("//") or "\\" in value):
+                data[key] = IMAGE
+    return body
+
+
+_PERCENT = st.floats(0, 100)
+_COORD = st.one_of(_PERCENT, st.floats(-1e12, 1e12), st.integers(-10**9, 10**9), st.sampled_from(["50", None, [], True]))
+_CLEAN = st.fixed_dictionaries({
+    "type": st.sampled_from(["keypointlabels", "keypointlabels", "rectanglelabels"]),
+    "to_name": st.just("image"), "from_name": st.sampled_from(["tag2", "tag3"]),
+    "original_width": st.just(W), "original_height": st.just(H),
+    "is_positive": st.booleans(), "image_rotation": st.sampled_from([0, 90, 270]),
+    "value": st.fixed_dictionaries({
+        "x": st.floats(0, 60), "y": st.floats(0, 60), "width": st.floats(0, 40), "height": st.floats(0, 40),
+        "rotation": st.just(0), "keypointlabels": st.sampled_from([["Banana"], ["Orange"]]),
+        "rectanglelabels": st.sampled_from([["Banana"], ["Orange"]])}),
+})
+_HOSTILE = st.fixed_dictionaries({
+    "type": st.sampled_from(["keypointlabels", "keypointlabels", "rectanglelabels", "polygonlabels"]),
+    "to_name": st.sampled_from(["image", "image", "image", "other"]),
+    "from_name": st.sampled_from(["tag2", "tag3", "tag"]),
+    "original_width": st.sampled_from([W, W, W, W + 1, 0, "80"]),
+    "original_height": st.sampled_from([H, H, H, 1]),
+    "is_positive": st.sampled_from([True, True, False, None, "no"]),
+    "image_rotation": st.sampled_from([0, 0, 90, 45.5]),
+    "value": st.fixed_dictionaries({
+        "x": _COORD, "y": _COORD, "width": _COORD, "height": _COORD, "rotation": st.sampled_from([0, 0, 30, 370]),
+        "keypointlabels": st.sampled_from([["Banana"], ["Orange"], [], ["Nope"]]),
+        "rectanglelabels": st.sampled_from([["Banana"], ["Orange"]])}),
+})
+# A deepened case: the generated body plus LS's real config, the served image and prompt regions on it.
+DEEP = st.one_of(st.lists(_CLEAN, min_size=1, max_size=1), st.lists(_CLEAN, min_size=1, max_size=6),
+                 st.lists(st.one_of(_CLEAN, _HOSTILE), min_size=1, max_size=4), st.none())
+
+
+def deepen(body: Any, regions: list[dict]) -> Any:
+    """Make a generated /predict body reach prompts, image loading and decoding."""
+    if not isinstance(body, dict):
+        return body
+    body["label_config"] = CONFIG
+    if not isinstance(body.get("tasks"), list) or not body["tasks"] or not isinstance(body["tasks"][0], dict):
+        body["tasks"] = [{"id": 1}]
+    body["tasks"][0]["data"] = {"image": IMAGE}
+    body["params"] = {"context": {"result": regions}}
+    return body
+
+
+@pytest.mark.parametrize("path, method, mode", RUNS, ids=[f"{m.upper()} {p} {g.value}" for p, m, g in RUNS])
+def test_fuzzed_requests_get_documented_answers(server, auto_annotate_wired, path, method, mode):
+    if path.startswith("/auto-annotate") and not auto_annotate_wired:
+        pytest.skip("auto-annotate routes are not registered in backend/app.py yet")
+    operation = SCHEMA[path][method]
+    seen: list[int] = []
+
+    @settings(max_examples=EXAMPLES * (3 if path == "/predict" else 1), deadline=None, database=None, derandomize=True, print_blob=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode), deep=DEEP)
+    def run(case, deep: list[dict] | None) -> None:
+        if case.body is not None and not isinstance(case.body, (bytes, str)):
+            case.body = keep_local(deepen(case.body, deep) if deep and path == "/predict" and mode is GenerationMode.POSITIVE else case.body)
+        response = case.call(base_url=server.url, timeout=60)
+        seen.append(response.status_code)
+        case.validate_response(response, checks=CHECKS)
+
+    run()
+    print(f"{method.upper()} {path} {mode.value}: statuses {sorted(Counter(seen).items())}")
+    assert seen, "no request was sent"
+    assert server.get("/health").status_code == 200
+
+
+def test_description_covers_every_route_the_app_serves():
+    """Every rule Flask routes (bar static files) is described, with the same methods."""
+    from backend.app import create_app
+    from backend.settings import Settings
+
+    app = create_app(Settings(sam_engine="grabcut"))
+    described = openapi_spec()["paths"]
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.rule == "/openapi.json":
+            continue
+        path = rule.rule.replace("<run_id>", "{job_id}")
+        assert path in described, f"{rule.rule} is served but not in backend/openapi.py"
+        methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
+        assert methods <= set(described[path]), f"{rule.rule}: {methods} vs {set(described[path])}"
