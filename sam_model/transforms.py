@@ -75,14 +75,22 @@ def _upscale_cpu(
     original_size: tuple[int, int],
     square: int,
     threshold: float,
+    band: int = 512,
 ) -> np.ndarray:
     logits = low_res_logits.detach().float().numpy()
-    out = np.empty((logits.shape[0], *original_size), dtype=bool)
+    height, width = original_size
+    out = np.empty((logits.shape[0], height, width), dtype=bool)
     for k, low in enumerate(logits):
         big = cv2.resize(low, (square, square), interpolation=cv2.INTER_LINEAR)
         big = big[: input_size[0], : input_size[1]]
-        full = cv2.resize(big, (original_size[1], original_size[0]), interpolation=cv2.INTER_LINEAR)
-        np.greater(full, threshold, out=out[k])
+        # Bilinear is separable and OpenCV does the horizontal pass first, so widening the
+        # rows, then heightening one band of columns at a time, is bit-identical to a
+        # single resize while the float frame in memory is a band, not the whole image.
+        rows = cv2.resize(big, (width, input_size[0]), interpolation=cv2.INTER_LINEAR)
+        for start in range(0, width, band):
+            cols = rows[:, start : start + band]
+            full = cv2.resize(cols, (cols.shape[1], height), interpolation=cv2.INTER_LINEAR)
+            np.greater(full, threshold, out=out[k, :, start : start + band])
     return out
 
 

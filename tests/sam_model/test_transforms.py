@@ -1,6 +1,8 @@
 """Pre/post-processing against the reference's own transforms (segment-anything as oracle)."""
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,18 @@ def test_upscale_on_gpu_matches_cpu() -> None:
     gpu = upscale_masks(low.cuda(), (768, 1024), (3000, 4000), 1024)
     cpu = reference_upscale(low, (768, 1024), (3000, 4000))
     assert (gpu != cpu).mean() < 1e-4
+
+
+def test_upscale_one_mask_to_24_mp_stays_far_below_a_float_frame() -> None:
+    """Beyond the bool result, less than half of one float32 frame is ever held (the
+    reference holds three float frames plus the bools for a 3-candidate click)."""
+    low = smooth_logits(1, seed=5)
+    h, w = 4000, 6000
+    tracemalloc.start()
+    try:
+        masks = upscale_masks(low, input_shape((h, w), 1024), (h, w), 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert masks.shape == (1, h, w)
+    assert peak - masks.nbytes < 0.5 * h * w * 4
