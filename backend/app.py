@@ -16,6 +16,8 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.auth import check_basic_auth
+from backend.auto_annotate import AutoAnnotateOptions, AutoAnnotator, PredictAutoAnnotator
+from backend.auto_annotate_routes import auto_annotate_blueprint
 from backend.cache import EmbeddingCache
 from backend.engine import RETRY_AFTER_S, Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BackendError, BadRequest, Overloaded, Unauthorized
@@ -25,6 +27,7 @@ from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
 from backend.model import Limits, SamBackend
 from backend.outputs.regions import mask_to_regions
+from backend.runs import run_starter
 from backend.settings import Settings
 
 log = logging.getLogger("backend.app")
@@ -88,6 +91,9 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
         warm_queue_size=settings.warm_queue_size, warm_on_predict=settings.warm_on_predict,
         region_options={"tolerance_px": settings.polygon_tolerance_px, "min_area_px": settings.polygon_min_area_px},
     )
+    if settings.auto_annotate_on_predict:
+        backend.batch_annotator = PredictAutoAnnotator(AutoAnnotator(backend), AutoAnnotateOptions(),
+                                                       settings.auto_annotate_max_sync_tasks, run_starter(settings))
     return backend, images
 
 
@@ -104,6 +110,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = Flask("sam_backend")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["sam_backend"] = backend
+    app.register_blueprint(auto_annotate_blueprint(settings, backend.engine.model_id))
     threading.Thread(target=_preload, args=(backend.engine,), name="model-load", daemon=True).start()
 
     @app.before_request

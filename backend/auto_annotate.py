@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from backend.errors import BadRequest
+from backend.errors import BadRequest, Unprocessable
+from backend.model import SamBackend
+from backend.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
 from backend.outputs import mask_to_regions
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("brush", "polygon", "rectangle")
 MODES = ("masks", "embeddings")
@@ -96,26 +101,29 @@ def parse_options(raw: Any) -> AutoAnnotateOptions:
     )
 
 
-@dataclass(frozen=True)
-class OutputBinding:
-    """Where regions go: the output control, its image, its type and the label to use."""
+def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[OutputTarget, str]:
+    """The control that receives AMG regions, and the task.data key of its image.
 
-    from_name: str
-    to_name: str
-    image_key: str  # task.data key of the Image's value ("$image" -> "image")
-    output_type: str
-    label: str
+    Without an `output` option this is the interactive path's choice (choose_output); with
+    one, the first control of that type bound to an image of the config.
+    """
+    for image in config.images.values():
+        if options.output is None:
+            try:
+                return choose_output(config, image.name, set(), options.label), image.value_key
+            except Unprocessable:
+                continue
+        for control in config.bound_to(image.name):
+            if OUTPUT_TAG_TYPES.get(control.tag) == options.output and control.labels:
+                label = options.label if options.label in control.labels else control.labels[0]
+                return OutputTarget(control.name, image.name, options.output, label), image.value_key
+    wanted = f"a <{options.output.capitalize()}Labels> control" if options.output else "a BrushLabels, PolygonLabels or RectangleLabels control"
+    raise Unprocessable(f"the project's label config has no {wanted} with labels bound to an <Image>",
+                        "add one to the labeling config, or choose another 'output'")
 
-    def to_json(self) -> dict[str, str]:
-        return asdict(self)
 
-    @classmethod
-    def from_json(cls, raw: dict[str, str]) -> "OutputBinding":
-        return cls(**raw)
-
-
-def masks_to_prediction(masks: list[dict[str, Any]], binding: OutputBinding, options: AutoAnnotateOptions,
-                        width: int, height: int) -> tuple[list[dict], float]:
+def masks_to_prediction(masks: list[dict[str, Any]], target: OutputTarget, options: AutoAnnotateOptions,
+                        width: int, height: int, region_options: dict[str, Any]) -> tuple[list[dict], float]:
     """AMG records -> LS regions: masks under min_area dropped, largest first, at most max_masks.
 
     Returns the regions and the prediction's score (mean predicted IoU of the masks kept).
@@ -127,14 +135,101 @@ def masks_to_prediction(masks: list[dict[str, Any]], binding: OutputBinding, opt
         regions.extend(
             mask_to_regions(
                 np.asarray(record["segmentation"], dtype=bool),
-                binding.output_type,
-                from_name=binding.from_name,
-                to_name=binding.to_name,
-                label=binding.label,
+                target.output_type,
+                from_name=target.from_name,
+                to_name=target.to_name,
+                label=target.label,
                 score=float(record["predicted_iou"]),
                 original_width=width,
                 original_height=height,
+                **region_options,
             )
         )
     score = float(np.mean([m["predicted_iou"] for m in kept])) if kept else 0.0
     return regions, score
+
+
+def run_spec(project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str,
+             model_id: str) -> dict[str, Any]:
+    """Everything a worker needs to do any task of a run, as JSON."""
+    return {"project": project, "options": options.to_json(), "target": asdict(target), "value_key": value_key,
+            "model_version": options.model_version(model_id)}
+
+
+class AutoAnnotator:
+    """AMG for Label Studio tasks, through the interactive path's images, cache and engine.
+
+    Reusing SamBackend means an auto-annotated image's embedding is the one the annotators'
+    clicks will hit, and "embeddings" mode is exactly the interactive cache warm-up.
+    """
+
+    def __init__(self, backend: SamBackend):
+        self.backend = backend
+
+    def warm(self, task: dict, value_key: str) -> str:
+        """Make sure the task image's embedding is cached; returns where it came from."""
+        ref = self.backend.images.resolve(task, value_key)
+        timings: dict[str, Any] = {}
+        self.backend.embedding(ref, timings, source="auto-annotate")
+        return timings["cache"]
+
+    def annotate(self, task: dict, target: OutputTarget, value_key: str, options: AutoAnnotateOptions) -> dict:
+        """One LS prediction ({"result", "score", "model_version"}) holding the task's AMG regions."""
+        from sam_model.amg import AutomaticMaskGenerator
+
+        engine = self.backend.engine.load()
+        if not hasattr(engine, "sam"):
+            raise Unprocessable(f"auto-annotate needs SAM; the engine is {engine.model_id}",
+                                "run the backend and workers with SAM_ENGINE=sam and a checkpoint")
+        ref = self.backend.images.resolve(task, value_key)
+        image = self.backend.images.load(ref)
+        embedding = self.backend.embedding(ref, {}, source="auto-annotate")
+        generator = AutomaticMaskGenerator(engine, output_mode="binary_mask", mode=options.amg_mode, **options.amg)
+        masks = generator.generate(image, embedding=embedding)
+        height, width = image.shape[:2]
+        regions, score = masks_to_prediction(masks, target, options, width, height, self.backend.region_options)
+        return {"result": regions, "score": score, "model_version": options.model_version(engine.model_id)}
+
+
+class PredictAutoAnnotator:
+    """/predict without context (LS's "Retrieve predictions") answered with AMG regions.
+
+    Up to `max_sync_tasks` tasks are labelled in the request, inside LS's 100 s timeout; a
+    bigger batch is handed to RQ workers (its predictions are posted to LS when done) and
+    answered at once with empty results. A task that fails gets an empty result; the others
+    still get theirs.
+    """
+
+    def __init__(self, annotator: AutoAnnotator, options: AutoAnnotateOptions, max_sync_tasks: int,
+                 start_run: Callable[[dict[str, Any], list[int]], str] | None):
+        self.annotator = annotator
+        self.options = options
+        self.max_sync_tasks = max_sync_tasks
+        self.start_run = start_run
+
+    def __call__(self, tasks: list[dict], config: LabelConfig) -> list[dict]:
+        target, value_key = output_for(config, self.options)
+        model_id = self.annotator.backend.engine.model_id
+        empty = {"result": [], "score": 0.0, "model_version": self.options.model_version(model_id)}
+        if len(tasks) > self.max_sync_tasks:
+            self._hand_to_workers(tasks, target, value_key, model_id)
+            return [dict(empty) for _ in tasks]
+        predictions = []
+        for task in tasks:
+            try:
+                predictions.append(self.annotator.annotate(task, target, value_key, self.options))
+            except Exception as exc:  # noqa: BLE001 - one bad task must not fail the batch
+                log.warning("task %s: auto-annotate failed: %s", task.get("id"), getattr(exc, "message", exc))
+                predictions.append(dict(empty))
+        return predictions
+
+    def _hand_to_workers(self, tasks: list[dict], target: OutputTarget, value_key: str, model_id: str) -> None:
+        ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
+        project = tasks[0].get("project")
+        if self.start_run is None or not isinstance(project, int):
+            log.warning("%d tasks exceed AUTO_ANNOTATE_MAX_SYNC_TASKS=%d and no RQ queue is configured: "
+                        "they get empty predictions (set REDIS_URL and run `python -m backend worker`)",
+                        len(tasks), self.max_sync_tasks)
+            return
+        run_id = self.start_run(run_spec(project, self.options, target, value_key, model_id), ids)
+        log.info("%d tasks of project %s handed to workers as auto-annotate run %s", len(ids), project, run_id)

@@ -70,7 +70,7 @@ def _is_last_attempt() -> bool:
 
 
 def run_task(run_id: str, task_id: int) -> dict[str, Any]:
-    """RQ entry point for one task. User-caused errors fail at once; others are retried by RQ."""
+    """RQ entry point for one task. Errors a retry cannot fix fail the task at once; others are retried."""
     from backend.worker_runtime import current_runtime
 
     runtime = current_runtime()
@@ -82,6 +82,8 @@ def run_task(run_id: str, task_id: int) -> dict[str, Any]:
     try:
         outcome = runtime.annotate_task(task_id, spec)
     except BackendError as exc:
+        if exc.retryable and not _is_last_attempt():
+            raise
         progress.mark_failed(run_id, task_id, f"{exc.message} {exc.fix}".strip())
         return {"task": task_id, "failed": exc.message}
     except Exception as exc:
@@ -105,7 +107,7 @@ def plan_project(run_id: str) -> int:
     count = 0
     try:
         page: list[int] = []
-        for task in runtime.ls_client().list_tasks(spec["project"]):
+        for task in runtime.ls.list_tasks(spec["project"]):
             page.append(int(task["id"]))
             if len(page) == 100:
                 runtime.progress.add_tasks(run_id, len(page))

@@ -16,7 +16,7 @@ from functools import lru_cache
 from backend.errors import BadRequest, Unprocessable
 
 # LS matches tag names case-insensitively; we compare lower-cased names.
-_OUTPUT_TAGS = {"brushlabels": "brush", "polygonlabels": "polygon", "rectanglelabels": "rectangle"}
+OUTPUT_TAG_TYPES = {"brushlabels": "brush", "polygonlabels": "polygon", "rectanglelabels": "rectangle"}
 _PROMPT_TAGS = {"keypointlabels", "rectanglelabels"}
 _FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 MAX_CONFIG_CHARS = 1_000_000
@@ -106,7 +106,7 @@ def _parse(xml: str) -> LabelConfig:
             value = (_attr(elem, "value") or "").strip()
             if value.startswith("$"):
                 images[name] = ImageTag(name=name, value_key=value[1:])
-        elif tag in _OUTPUT_TAGS or tag in _PROMPT_TAGS:
+        elif tag in OUTPUT_TAG_TYPES or tag in _PROMPT_TAGS:
             to_names = tuple(n.strip() for n in (_attr(elem, "toName") or "").split(",") if n.strip())
             labels = tuple(
                 v for child in elem.iter() if child is not elem and isinstance(child.tag, str)
@@ -129,7 +129,7 @@ def choose_output(config: LabelConfig, to_name: str, prompt_controls: set[str], 
     bound = config.bound_to(to_name)
     by_type: dict[str, list[Control]] = {"brush": [], "polygon": [], "rectangle": []}
     for control in bound:
-        kind = _OUTPUT_TAGS.get(control.tag)
+        kind = OUTPUT_TAG_TYPES.get(control.tag)
         if kind == "rectangle" and control.name in prompt_controls:
             continue
         if kind:

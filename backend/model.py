@@ -72,6 +72,8 @@ class SamBackend:
         self.limits = limits
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
+        # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
+        self.batch_annotator: Callable[[list[dict], LabelConfig], list[dict]] | None = None
         self.warmup: WarmupQueue[Any] = WarmupQueue(
             self._warm, warm_queue_size,
             on_drop=metrics.warmup_dropped.inc,
@@ -98,6 +100,8 @@ class SamBackend:
             if not isinstance(tasks[0].get("data"), dict):
                 raise BadRequest("tasks[0].data must be an object holding the image URL")
             return [self.predict_interactive(tasks[0], context, config, timings)]
+        if self.batch_annotator is not None:
+            return self.batch_annotator(tasks, config)
         return [self._guarded(task, config) for task in tasks]
 
     def fit(self, event: str, data: dict, **kwargs: Any) -> dict:

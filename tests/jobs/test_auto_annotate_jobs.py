@@ -1,0 +1,208 @@
+"""Auto-annotate runs end to end: POST /auto-annotate -> RQ -> real worker processes -> LS API.
+
+Real redis-server, real `python -m backend worker` subprocesses running the tiny random-weight
+SAM, and a fake Label Studio (a real HTTP server) that stores predictions, so duplicates,
+failures and retries are visible in what "LS" ends up holding.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from backend.settings import Settings
+from tests.http.conftest import LS_TOKEN, png, scene
+from tests.redis_server import RedisServer
+from tests.reliability.fake_ls import FakeLabelStudioAPI
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ('<View><Image name="image" value="$image"/>'
+          '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
+          '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels></View>')
+# Random weights: keep every candidate so each task gets regions (see DESIGN.md on degenerate AMG).
+OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "max_masks": 3}
+TASKS = [1, 2, 3, 4]
+
+
+@pytest.fixture()
+def ls():
+    api = FakeLabelStudioAPI(CONFIG, token=LS_TOKEN)
+    for task_id in TASKS:
+        api.add_file(f"/data/upload/1/t{task_id}.png", png(scene(96, 64, [(0.5, 0.5, 0.3)], seed=task_id)))
+        api.add_task(task_id, {"image": f"/data/upload/1/t{task_id}.png"})
+    yield api
+    api.close()
+
+
+@pytest.fixture()
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture()
+def env(ls, redis_server, tiny_checkpoint, tmp_path):
+    return {"REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
+            "SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(tiny_checkpoint),
+            "RQ_QUEUE": f"test-{tmp_path.name}", "JOB_RETRIES": "3", "ALLOW_PRIVATE_IMAGE_URLS": "true"}
+
+
+class Workers:
+    """`python -m backend worker` processes, each in its own process group so it can be SIGKILLed whole."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        log = open(self.log_dir / f"worker{len(self.procs)}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill(proc)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker*.log")))
+
+
+@pytest.fixture()
+def workers(env, tmp_path):
+    pool = Workers(env, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture()
+def client(env):
+    settings = Settings.from_env({**env})
+    return create_app(settings).test_client()
+
+
+def start_run(client, tasks="all", **options) -> str:
+    response = client.post("/auto-annotate", json={"project": 1, "tasks": tasks, "options": {**OPTIONS, **options}})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["job_id"]
+
+
+def wait_finished(client, run_id: str, workers: Workers, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/auto-annotate/{run_id}").get_json()
+        if status["state"] in ("finished", "finished_with_errors", "failed"):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not finish: {status}\n{workers.logs()}")
+
+
+def predictions_per_task(ls: FakeLabelStudioAPI) -> dict[int, int]:
+    counts = {task_id: 0 for task_id in ls.tasks}
+    for prediction in ls.predictions.values():
+        counts[prediction["task"]] += 1
+    return counts
+
+
+def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_rerun_replaces_them(client, ls, workers):
+    workers.start()
+    status = wait_finished(client, start_run(client), workers)
+    assert status["state"] == "finished", status
+    assert (status["total"], status["done"], status["failed"]) == (len(TASKS), len(TASKS), 0)
+    assert predictions_per_task(ls) == {t: 1 for t in TASKS}
+    first = {p["task"]: p for p in ls.predictions.values()}
+    for prediction in first.values():
+        assert prediction["model_version"].startswith("sam-tiny-") and "-amg-fast-" in prediction["model_version"]
+        assert 1 <= len(prediction["result"]) <= OPTIONS["max_masks"]
+        assert {r["type"] for r in prediction["result"]} == {"brushlabels"}
+        areas = [np.count_nonzero(_decode(r)) for r in prediction["result"]]
+        assert areas == sorted(areas, reverse=True)  # largest first
+
+    status = wait_finished(client, start_run(client, tasks=TASKS), workers)
+    assert status["state"] == "finished"
+    assert predictions_per_task(ls) == {t: 1 for t in TASKS}, "a rerun must replace, not duplicate"
+    assert set(p["id"] for p in ls.predictions.values()).isdisjoint(p["id"] for p in first.values())
+
+
+def _decode(region: dict) -> np.ndarray:
+    from label_studio_sdk.converter.brush import decode_rle
+
+    flat = decode_rle(region["value"]["rle"])
+    return flat.reshape(region["original_height"], region["original_width"], 4)[:, :, 3] > 0
+
+
+def test_a_task_whose_image_is_gone_fails_alone_with_its_reason(client, ls, workers):
+    ls.add_task(5, {"image": "/data/upload/1/missing.png"})
+    workers.start()
+    status = wait_finished(client, start_run(client, tasks=[1, 5, 2]), workers)
+    assert status["state"] == "finished_with_errors"
+    assert (status["total"], status["done"], status["failed"]) == (3, 2, 1)
+    assert status["errors"][0]["task"] == 5 and "404" in status["errors"][0]["error"]
+    assert predictions_per_task(ls) == {1: 1, 2: 1, 3: 0, 4: 0, 5: 0}
+
+
+def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(client, ls, workers):
+    posted = ls.server.routes["/api/predictions/"]
+    slow_once = {"done": False}
+
+    def slow_first_post(req):
+        if req.method == "POST" and not slow_once["done"]:
+            slow_once["done"] = True
+            time.sleep(6)  # the worker is killed while LS is still answering this POST
+        return posted(req)
+
+    ls.server.routes["/api/predictions/"] = slow_first_post
+    victim = workers.start()
+    run_id = start_run(client, tasks=TASKS)
+    deadline = time.monotonic() + 120
+    while not slow_once["done"]:
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.1)
+    workers.kill(victim)
+    workers.start()
+    status = wait_finished(client, run_id, workers)
+    assert status["state"] == "finished", (status, workers.logs())
+    assert (status["done"], status["failed"]) == (len(TASKS), 0)
+    assert predictions_per_task(ls) == {t: 1 for t in TASKS}
+
+
+def test_progress_counts_match_what_label_studio_received(client, ls, workers):
+    workers.start()
+    run_id = start_run(client, tasks=[3, 4])
+    status = wait_finished(client, run_id, workers)
+    posts = ls.count("POST", "/api/predictions/")
+    assert status["done"] == posts == 2
+    assert status["timings"]["task_mean_s"] > 0
+    assert client.get("/auto-annotate/nope").status_code == 404
+
+
+def test_cli_labels_tasks_in_process_and_exits_nonzero_naming_failed_tasks(env, ls):
+    ls.add_task(9, {"image": "/data/upload/1/missing.png"})
+    run = subprocess.run([sys.executable, "-m", "backend", "auto-annotate", "--project", "1", "--tasks", "1,9",
+                          "--local", "--options", '{"points_per_side": 4, "pred_iou_thresh": 0, '
+                          '"stability_score_thresh": 0}'],
+                         cwd=ROOT, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "1 of 2 tasks done, 1 failed" in run.stdout
+    assert "task 9:" in run.stdout
+    assert predictions_per_task(ls)[1] == 1
