@@ -26,7 +26,7 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
 
 def _count_above(logits: torch.Tensor, cutoff: float) -> torch.Tensor:
     """Per-mask count of logits > cutoff, int32. On CPU numpy's count_nonzero is ~4x torch's sum."""
-    above = (logits > cutoff).reshape(*logits.shape[:-2], -1)
+    above = (logits > cutoff).flatten(-2)
     if above.device.type != "cpu":
         return above.sum(dim=-1, dtype=torch.int32)
     return torch.from_numpy(np.count_nonzero(above.numpy(), axis=-1).astype(np.int32))

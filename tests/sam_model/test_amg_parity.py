@@ -178,6 +178,13 @@ def test_fast_mode_close_to_exact_on_constructed_masks() -> None:
     assert np.mean([iou for _, _, iou in pairs]) >= 0.98
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_nothing_survives_strict_thresholds(mode: str) -> None:
+    _, predictor = _constructed_pair()
+    generator = AutomaticMaskGenerator(predictor, points_per_side=4, pred_iou_thresh=0.9999, mode=mode, min_mask_region_area=10)
+    assert generator.generate(_image(100, 120)) == []
+
+
 @pytest.mark.parametrize("output_mode", ["binary_mask", "uncompressed_rle"])
 def test_output_modes_agree_with_coco(output_mode: str) -> None:
     _, predictor = _constructed_pair()
