@@ -18,14 +18,23 @@ STAMP="$LS_VENV/.installed-label-studio-$LS_VERSION"
 TEMPLATE="$LS_VENV/template-data"
 PYTHON="${LS_PYTHON:-python3}"
 
-if [ -f "$STAMP" ] && [ -f "$TEMPLATE/label_studio.sqlite3" ] && [ -x "$LS_VENV/bin/label-studio" ]; then
+complete() { [ -f "$STAMP" ] && [ -f "$TEMPLATE/label_studio.sqlite3" ] && [ -x "$LS_VENV/bin/label-studio" ]; }
+if complete; then
   echo "label-studio $LS_VERSION already installed in $LS_VENV"
+  exit 0
+fi
+
+# Two `make test` runs at once on one machine must not pip-install into the same venv together.
+mkdir -p "$(dirname "$LS_VENV")"
+exec 9>"$LS_VENV.lock"
+flock 9
+if complete; then
+  echo "label-studio $LS_VERSION was installed in $LS_VENV by another run"
   exit 0
 fi
 
 echo "installing label-studio==$LS_VERSION into $LS_VENV (a few minutes, once per machine)"
 started=$(date +%s)
-mkdir -p "$(dirname "$LS_VENV")"
 [ -x "$LS_VENV/bin/python" ] || "$PYTHON" -m venv "$LS_VENV"
 
 # pip's exit status matters, not the filter's: keep its output and show it only on failure

@@ -88,3 +88,28 @@ def test_a_click_on_the_missing_image_fails_with_the_status_only(label_studio, b
     assert "data" not in answer, answer
     (message,) = answer["errors"]
     assert message.startswith("424 Client Error") and message.endswith("/predict"), message
+
+
+def test_opening_a_task_warms_its_embedding(label_studio, sam_backend):
+    """LS 1.23 (show_collab_predictions, on by default) asks the backend for a prediction when a task
+    without one is opened (tasks/api.py); our answer is empty and the image is encoded in the
+    background, so the annotator's first click on it finds the embedding ready."""
+    ls = label_studio
+    project = ls.create_project("open a task", BRUSH_CONFIG)
+    (task_id,) = ls.upload_images(project, {"upload1.png": image_bytes("upload1.png")})
+    ml = ls.connect_ml(project, sam_backend.url)
+    warmed = sam_backend.metric("sam_warmup_done_total", ok="true")
+    predicts = sam_backend.metric("sam_requests_total", route="/predict", outcome="2xx")
+
+    opened = ls.task(task_id)  # what the labeling UI loads
+    assert sam_backend.metric("sam_requests_total", route="/predict", outcome="2xx") == predicts + 1
+    assert [(p["model_version"], p["result"]) for p in opened["predictions"]] == [(ml["model_version"], [])]
+    wait_for(lambda: sam_backend.metric("sam_warmup_done_total", ok="true") >= warmed + 1, 90, "the warm-up")
+
+    computed = sam_backend.metric("sam_embedding_cache_total", level="computed", source="click")
+    h, w = IMAGES["upload1.png"].shape[:2]
+    answer = ls.interactive(ml["id"], task_id, {"result": [keypoint(50, 50, (w, h))]})
+    assert "errors" not in answer, answer
+    assert sam_backend.metric("sam_embedding_cache_total", level="computed", source="click") == computed
+    ls.task(task_id)  # opened again: it has a prediction now, so LS does not ask again
+    assert sam_backend.metric("sam_requests_total", route="/predict", outcome="2xx") == predicts + 2  # +1: the click
