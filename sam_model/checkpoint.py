@@ -59,8 +59,6 @@ def verify_official(path: str) -> None:
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """torch.load with weights_only (no arbitrary pickles) and mmap (weights stay file-backed)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -91,7 +89,9 @@ def guess_model_type(state: Mapping[str, torch.Tensor]) -> str | None:
     )
 
 
-def check_compatible(path: str, model_type: str, expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
+def check_compatible(
+    path: str, model_type: str, expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> None:
     """Raise one readable error listing missing/unexpected keys and shape mismatches."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -113,19 +113,29 @@ def check_compatible(path: str, model_type: str, expected: Mapping[str, torch.Te
 
 
 def load_sam(
-    model_type: str, checkpoint_path: str, device: str = "auto", quantize: str = "none", verify_md5: bool = True
+    model_type: str,
+    checkpoint_path: str | os.PathLike[str],
+    device: str = "auto",
+    quantize: str = "none",
+    verify_md5: bool = True,
 ) -> Sam:
     """Build `model_type` on the meta device and adopt the checkpoint's (memory-mapped) tensors.
 
-    Returns the model in eval mode with gradients off, on the resolved device.
+    Returns the model in eval mode with gradients off, on the resolved device. Arguments are
+    validated before the (possibly multi-GB) file is hashed or read.
     """
+    checkpoint_path = os.fspath(checkpoint_path)
     target = resolve_device(device)
     check_quantize(quantize, target)
+    with torch.device("meta"):
+        sam = build_sam(model_type)
+    if not os.path.isfile(checkpoint_path):
+        official = official_by_filename(os.path.basename(checkpoint_path))
+        hint = f"; download it from {official.url}" if official else ""
+        raise CheckpointError(f"checkpoint not found: {checkpoint_path}{hint}")
     if verify_md5:
         verify_official(checkpoint_path)
     state = read_state_dict(checkpoint_path)
-    with torch.device("meta"):
-        sam = build_sam(model_type)
     check_compatible(checkpoint_path, model_type, sam.state_dict(), state)
     # assign=True adopts the file's dtype; keep the model fp32 (casting copies only non-fp32 tensors).
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

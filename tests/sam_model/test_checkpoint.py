@@ -70,7 +70,10 @@ def test_truncated_file(tmp_path: Path, tiny_pair) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
-        load_sam("tiny", str(tmp_path / "nope.pth"), device="cpu")
+        load_sam("tiny", tmp_path / "nope.pth", device="cpu")
+    official = OFFICIAL_CHECKPOINTS["vit_h"]
+    with pytest.raises(CheckpointError, match=f"not found.*{official.url}"):
+        load_sam("vit_h", tmp_path / official.filename, device="cpu")
 
 
 class Payload:
