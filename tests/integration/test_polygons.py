@@ -7,7 +7,6 @@ round trip unchanged, and cover the object GrabCut found (IoU against the engine
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from backend.grabcut import GrabCutEngine
