@@ -4,7 +4,8 @@ The shape is label-studio-ml's, spoken without it. `predict` has two paths:
 - interactive (`context.result` holds the annotator's smart regions): prompt -> cached image
   embedding -> decoder -> brush/polygon/rectangle regions, for `tasks[0]` only (LS sends one);
 - no context (a task was opened, or "Retrieve predictions"): queue warm-up of the embeddings
-  and answer at once; `predict_without_prompt` is the seam where auto-annotation plugs in.
+  and answer at once with an empty prediction per task; with AUTO_ANNOTATE_ON_PREDICT the
+  wiring sets `batch_annotator`, which answers with automatic masks instead.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ class SamBackend:
         """SAM is prompted, not trained: acknowledge LS's events so its UI stays happy."""
         return {"status": "ok", "message": f"{event or 'event'} received; SAM is not trained from annotations"}
 
-    # ---- no-prompt path (warm-up now; auto-annotation extends predict_without_prompt) --------
+    # ---- no-prompt path without auto-annotation: warm-up now, regions later -----------------
 
     def predict_without_prompt(self, task: dict, config: LabelConfig) -> dict:
         """Warm the task's image embeddings so the first click is fast; no regions yet."""
