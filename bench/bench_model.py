@@ -5,8 +5,9 @@
 The official model is built with random weights and saved as a .pth in a temp dir; ours
 loads that file through `load_sam` (strict), so both run the same function. Prints the
 encoder time (ours vs `SamPredictor.set_image`, 1500x1000 image), the one-click decode +
-postprocess time at 1500x1000 and 4000x3000 (ours vs `predict`), their ratios, the CPU's
-fp32 GEMM rate and the encoder floor it implies, and an int8 encoder line.
+postprocess time at 1500x1000 and 4000x3000 (ours vs `predict`) and the upscale alone,
+their ratios, the CPU's fp32 GEMM rate and the encoder floor it implies, and an int8
+encoder line. On a shared machine use the ratios: both sides run interleaved.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from segment_anything.predictor import SamPredictor as RefPredictor  # noqa: E40
 
 from sam_model import ImageEmbedding, SamPredictor, load_sam  # noqa: E402
 from sam_model.build import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
+from sam_model.transforms import upscale_masks  # noqa: E402
 
 TOKENS = 64 * 64
 WINDOW_TOKENS = 14 * 14
@@ -163,6 +165,13 @@ def main() -> None:
                 f"click {w}x{h}: points + box, 1 mask",
                 lambda: ours.decode(sized, **clicks_box, multimask=False),
                 lambda: ref.predict(**clicks_box, multimask_output=False),
+                clicks,
+            )
+            low = torch.from_numpy(ref.predict(**point, multimask_output=True)[2])
+            paired(
+                f"  upscale only {w}x{h}: best of 3 vs all 3",
+                lambda: upscale_masks(low[:1], sized.input_size, (h, w), 1024),
+                lambda: (ref.model.postprocess_masks(low[None], ref.input_size, (h, w)) > 0).numpy(),
                 clicks,
             )
 
