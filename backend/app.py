@@ -27,6 +27,7 @@ from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
 from backend.model import Limits, SamBackend
 from backend.outputs.regions import mask_to_regions
+from backend.request_body import json_object
 from backend.runs import run_starter
 from backend.settings import Settings
 
@@ -169,13 +170,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.post("/setup")
     def setup() -> Response:
-        body = _json_object()
+        body = json_object()
         images.configure(body.get("hostname"), body.get("access_token"))
         return jsonify(model_version=backend.model_version)
 
     @app.post("/predict")
     def predict() -> Response:
-        body = _json_object()
+        body = json_object()
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object")
@@ -186,7 +187,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
-        body = _json_object()
+        body = json_object()
         action = body.get("action")
         return jsonify(backend.fit(action if isinstance(action, str) else "", body)), 200
 
@@ -195,23 +196,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Response(metrics.render(), mimetype=metrics.content_type)
 
     return app
-
-
-def _json_object() -> dict:
-    """The request body as a JSON object (LS always sends one); anything else is a 400."""
-    data = request.get_data(cache=True)
-    limit = request.max_content_length
-    # A chunked body has no Content-Length: Werkzeug stops reading at the limit without
-    # complaint, so a body that filled the limit was cut short, not small enough.
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        raise RequestEntityTooLarge()
-    try:
-        body = request.get_json(force=True, silent=True)
-    except RecursionError:  # "[[[[..." nested deeper than the parser goes
-        body = None
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object", "send Content-Type: application/json with an object")
-    return body
 
 
 def _preload(engine: ServingEngine) -> None:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from backend.errors import BadRequest, NotFound
+from backend.errors import NotFound
 from backend.job_progress import JobProgress
+from backend.request_body import json_object
 from backend.runs import redis_for_runs, start_run
 from backend.settings import Settings
 
@@ -22,10 +23,7 @@ def auto_annotate_blueprint(settings: Settings, model_id: str) -> Blueprint:
 
     @routes.post("/auto-annotate")
     def start() -> tuple[Response, int]:
-        body = request.get_json(force=True, silent=True)
-        if not isinstance(body, dict):
-            raise BadRequest("the request body must be a JSON object",
-                             'send {"project": 3, "tasks": "all", "options": {"output": "polygon"}}')
+        body = json_object()
         run_id = start_run(settings, runs_redis(), model_id, body.get("project"),
                            body.get("tasks", "all"), body.get("options"))
         return jsonify(job_id=run_id, status_url=f"/auto-annotate/{run_id}"), 202
