@@ -9,6 +9,7 @@ Everything is a real process talking HTTP on 127.0.0.1, as in a deployment: LS 1
   pixel for pixel with the same predictor run in this process (one torch thread on both
   sides, as the HTTP tests do).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 import torch
 
-from tests.http.conftest import Backend, png, scene
+from tests.http.conftest import Backend
 from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installed, ls_venv
 from tests.redis_server import RedisServer
 
@@ -58,8 +58,10 @@ def _say(config: pytest.Config, line: str) -> None:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory, request) -> Iterator[LabelStudio]:
     if not installed():
-        pytest.skip(f"Label Studio is not installed in {ls_venv()}: run `bash {INSTALL_SCRIPT.relative_to(REPO)}` "
-                    "(make test does)")
+        pytest.skip(
+            f"Label Studio is not installed in {ls_venv()}: run `bash {INSTALL_SCRIPT.relative_to(REPO)}` "
+            "(make test does)"
+        )
     base = tmp_path_factory.mktemp("label-studio")
     data_dir, files_root = base / "data", base / "files"
     data_dir.mkdir()
@@ -69,8 +71,11 @@ def label_studio(tmp_path_factory, request) -> Iterator[LabelStudio]:
         shutil.copyfile(template, data_dir / "label_studio.sqlite3")
     ls = LabelStudio(data_dir, files_root, base / "label-studio.log")
     ls.start()
-    _say(request.config, f"\nLabel Studio {ls.url} ready in {ls.startup_s:.1f} s "
-                         f"({'template database' if template.is_file() else 'migrated from scratch'})")
+    _say(
+        request.config,
+        f"\nLabel Studio {ls.url} ready in {ls.startup_s:.1f} s "
+        f"({'template database' if template.is_file() else 'migrated from scratch'})",
+    )
     yield ls
     ls.stop()
 
@@ -94,8 +99,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def backend_env(ls: LabelStudio, redis_server: RedisServer, **extra: str) -> dict[str, str]:
     """What an operator sets for a backend next to this LS (README: connecting LS)."""
-    return {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "REDIS_URL": redis_server.url,
-            "JOB_RETRIES": "1", **extra}
+    return {
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": ls.token,
+        "REDIS_URL": redis_server.url,
+        "JOB_RETRIES": "1",
+        **extra,
+    }
 
 
 def sam_env(checkpoint: Path) -> dict[str, str]:
@@ -113,8 +123,9 @@ def backends(tmp_path_factory) -> Iterator[list[Backend]]:
 @pytest.fixture(scope="session")
 def grabcut_backend(label_studio, redis_server, backends, tmp_path_factory) -> Backend:
     """GrabCut reading local files from disk (LOCAL_FILES_DOCUMENT_ROOT shared with LS)."""
-    env = backend_env(label_studio, redis_server, SAM_ENGINE="grabcut",
-                      LOCAL_FILES_DOCUMENT_ROOT=str(label_studio.files_root))
+    env = backend_env(
+        label_studio, redis_server, SAM_ENGINE="grabcut", LOCAL_FILES_DOCUMENT_ROOT=str(label_studio.files_root)
+    )
     backend = Backend(env, tmp_path_factory.mktemp("grabcut") / "gunicorn.log")
     backends.append(backend)
     return backend
@@ -137,8 +148,13 @@ class Worker:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO"))}
         full_env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}, **env)
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=REPO, env=full_env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend", "worker"],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def log(self) -> str:
         self._log.flush()
@@ -157,25 +173,12 @@ class Worker:
 
 @pytest.fixture(scope="session")
 def sam_worker(label_studio, redis_server, tiny_checkpoint, tmp_path_factory) -> Iterator[Worker]:
-    worker = Worker(backend_env(label_studio, redis_server, **sam_env(tiny_checkpoint)),
-                    tmp_path_factory.mktemp("worker") / "worker.log")
+    worker = Worker(
+        backend_env(label_studio, redis_server, **sam_env(tiny_checkpoint)),
+        tmp_path_factory.mktemp("worker") / "worker.log",
+    )
     time.sleep(0.5)
     if worker.proc.poll() is not None:
         raise RuntimeError(f"worker exited at once:\n{worker.log()}")
     yield worker
     worker.stop()
-
-
-# ---- images -------------------------------------------------------------------------------------
-
-# Bright discs on a dark textured background: objects with clear edges for GrabCut.
-IMAGES: dict[str, np.ndarray] = {
-    "upload0.png": scene(320, 240, [(30, 40, 32), (72, 68, 30)], seed=11),
-    "upload1.png": scene(288, 208, [(50, 50, 36)], seed=12),
-    "upload2.png": scene(256, 192, [(35, 60, 28)], seed=13),
-    "local0.png": scene(304, 224, [(65, 35, 34)], seed=14),
-}
-
-
-def image_bytes(name: str) -> bytes:
-    return png(IMAGES[name])

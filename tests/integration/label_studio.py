@@ -20,6 +20,7 @@ Facts of LS 1.23.2 this module relies on (read in the installed package):
   fflag_feat_utc_210_prediction_validation_15082025 (off by default); flags can be forced by an
   environment variable of the same name, and here it is ON so LS checks what we send it.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,24 +76,31 @@ class LabelStudio:
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.headers["Authorization"] = f"Token {self.token}"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LABEL_STUDIO", "DJANGO", "SAM_", "REDIS", "VIRTUAL_ENV", "PYTHON"))}
-        env.update({
-            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),  # else LS's settings import creates ~/.local/share/label-studio
-            "LOCAL_FILES_SERVING_ENABLED": "true",
-            "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-            "ML_BLOCK_LOCAL_IP": "false",
-            "SSRF_PROTECTION_ENABLED": "false",
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LATEST_VERSION_CHECK": "false",  # no internet here; LS would try PyPI
-            "COLLECT_ANALYTICS": "false",
-            # This 2-core CI box is shared and heavily loaded: LS's 1 s /health and 3 s /setup
-            # limits would make connecting flaky for reasons that are not the backend's. The
-            # backend's own latency is measured by the HTTP tests.
-            "ML_TIMEOUT_HEALTH": "15",
-            "ML_TIMEOUT_SETUP": "15",
-            PREDICTION_VALIDATION_FLAG: "true",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LABEL_STUDIO", "DJANGO", "SAM_", "REDIS", "VIRTUAL_ENV", "PYTHON"))
+        }
+        env.update(
+            {
+                "LABEL_STUDIO_BASE_DATA_DIR": str(
+                    data_dir
+                ),  # else LS's settings import creates ~/.local/share/label-studio
+                "LOCAL_FILES_SERVING_ENABLED": "true",
+                "LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
+                "ML_BLOCK_LOCAL_IP": "false",
+                "SSRF_PROTECTION_ENABLED": "false",
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LATEST_VERSION_CHECK": "false",  # no internet here; LS would try PyPI
+                "COLLECT_ANALYTICS": "false",
+                # This 2-core CI box is shared and heavily loaded: LS's 1 s /health and 3 s /setup
+                # limits would make connecting flaky for reasons that are not the backend's. The
+                # backend's own latency is measured by the HTTP tests.
+                "ML_TIMEOUT_HEALTH": "15",
+                "ML_TIMEOUT_SETUP": "15",
+                PREDICTION_VALIDATION_FLAG: "true",
+            }
+        )
         env.update(extra_env or {})
         self._env = env
         self._log = open(log_path, "ab")
@@ -103,12 +111,36 @@ class LabelStudio:
     def start(self, timeout_s: float = 240.0) -> "LabelStudio":
         """Start LS and wait for /health and for the token to work (migrations run on first start)."""
         binary = ls_venv() / "bin" / "label-studio"
-        args = [str(binary), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port),
-                "--data-dir", str(self.data_dir), "--username", self.username, "--password", self.password,
-                "--user-token", self.token, "--enable-legacy-api-token", "--log-level", "WARNING"]
+        args = [
+            str(binary),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--username",
+            self.username,
+            "--password",
+            self.password,
+            "--user-token",
+            self.token,
+            "--enable-legacy-api-token",
+            "--log-level",
+            "WARNING",
+        ]
         started = time.monotonic()
-        self.proc = subprocess.Popen(args, cwd=self.data_dir, env=self._env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            cwd=self.data_dir,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = started + timeout_s
         while True:
             if self.proc.poll() is not None:
@@ -117,8 +149,10 @@ class LabelStudio:
                 self.stop()
                 raise RuntimeError(f"label-studio did not answer on {self.url} in {timeout_s} s:\n{self.log_tail()}")
             try:
-                if (requests.get(self.url + "/health", timeout=2).ok
-                        and self.session.get(self.url + "/api/current-user/whoami", timeout=5).ok):
+                if (
+                    requests.get(self.url + "/health", timeout=2).ok
+                    and self.session.get(self.url + "/api/current-user/whoami", timeout=5).ok
+                ):
                     break
             except requests.RequestException:
                 pass
@@ -207,8 +241,9 @@ class LabelStudio:
 
     def connect_ml(self, project: int, url: str, title: str = "SAM") -> dict:
         """Settings -> Model -> Connect: LS calls the backend's /health and /setup right here."""
-        return self.post("/api/ml", {"url": url, "project": project, "title": title, "is_interactive": True,
-                                     "auth_method": "NONE"})
+        return self.post(
+            "/api/ml", {"url": url, "project": project, "title": title, "is_interactive": True, "auth_method": "NONE"}
+        )
 
     def interactive(self, ml_id: int, task_id: int, context: dict) -> dict:
         """What the labeling UI posts on every smart click; LS relays it to the backend's /predict."""
@@ -218,4 +253,3 @@ class LabelStudio:
         """Data Manager: select tasks -> Actions -> Retrieve Predictions."""
         body = {"selectedItems": {"all": False, "included": task_ids}}
         return self.post(f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}", body)
-

@@ -1,4 +1,5 @@
 """Helpers shared by the integration tests: smart-tool regions as the LS UI sends them, mask checks."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,28 +9,75 @@ import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
+from backend.grabcut import GrabCutEngine
+from tests.http.conftest import png, scene
+
 _ids = itertools.count()
 
+# ---- images -------------------------------------------------------------------------------------
 
-def keypoint(x: float, y: float, size: tuple[int, int], positive: bool = True, label: str = "Banana",
-             from_name: str = "tag2") -> dict:
+# Bright discs on a dark textured background: objects with clear edges for GrabCut.
+IMAGES: dict[str, np.ndarray] = {
+    "upload0.png": scene(320, 240, [(30, 40, 32), (72, 68, 30)], seed=11),
+    "upload1.png": scene(288, 208, [(50, 50, 36)], seed=12),
+    "upload2.png": scene(256, 192, [(35, 60, 28)], seed=13),
+    "local0.png": scene(304, 224, [(65, 35, 34)], seed=14),
+}
+
+
+def image_bytes(name: str) -> bytes:
+    return png(IMAGES[name])
+
+
+def keypoint(
+    x: float, y: float, size: tuple[int, int], positive: bool = True, label: str = "Banana", from_name: str = "tag2"
+) -> dict:
     """One smart keypoint exactly in the shape of ls-samples/ui_browser_to_LS_interactive_annotating_body.json."""
     w, h = size
-    return {"original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": x, "y": y, "width": 0.2086230876216968, "labels": [label], "keypointlabels": [label]},
-            "is_positive": positive, "id": f"kp{next(_ids)}", "from_name": from_name, "to_name": "image",
-            "type": "keypointlabels", "origin": "manual"}
+    return {
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": x, "y": y, "width": 0.2086230876216968, "labels": [label], "keypointlabels": [label]},
+        "is_positive": positive,
+        "id": f"kp{next(_ids)}",
+        "from_name": from_name,
+        "to_name": "image",
+        "type": "keypointlabels",
+        "origin": "manual",
+    }
 
 
-def rectangle(x: float, y: float, width: float, height: float, size: tuple[int, int], label: str = "Banana",
-              from_name: str = "tag3") -> dict:
+def rectangle(
+    x: float,
+    y: float,
+    width: float,
+    height: float,
+    size: tuple[int, int],
+    label: str = "Banana",
+    from_name: str = "tag3",
+) -> dict:
     """A smart rectangle (percent of the image), as the UI serialises it."""
     w, h = size
-    return {"original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": x, "y": y, "width": width, "height": height, "rotation": 0,
-                      "labels": [label], "rectanglelabels": [label]},
-            "id": f"rect{next(_ids)}", "from_name": from_name, "to_name": "image", "type": "rectanglelabels",
-            "origin": "manual"}
+    return {
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {
+            "x": x,
+            "y": y,
+            "width": width,
+            "height": height,
+            "rotation": 0,
+            "labels": [label],
+            "rectanglelabels": [label],
+        },
+        "id": f"rect{next(_ids)}",
+        "from_name": from_name,
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "origin": "manual",
+    }
 
 
 def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
@@ -42,11 +90,15 @@ def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
             points.append((v["x"] / 100 * w, v["y"] / 100 * h))
             labels.append(1 if region.get("is_positive", True) else 0)
         else:
-            box = np.array([v["x"] / 100 * w, v["y"] / 100 * h, (v["x"] + v["width"]) / 100 * w,
-                            (v["y"] + v["height"]) / 100 * h], dtype=np.float32)
-    return {"point_coords": np.array(points, dtype=np.float32) if points else None,
-            "point_labels": np.array(labels, dtype=np.int32) if labels else None,
-            "box": box}
+            box = np.array(
+                [v["x"] / 100 * w, v["y"] / 100 * h, (v["x"] + v["width"]) / 100 * w, (v["y"] + v["height"]) / 100 * h],
+                dtype=np.float32,
+            )
+    return {
+        "point_coords": np.array(points, dtype=np.float32) if points else None,
+        "point_labels": np.array(labels, dtype=np.int32) if labels else None,
+        "box": box,
+    }
 
 
 def brush_mask(region: dict) -> np.ndarray:
@@ -78,3 +130,21 @@ def assert_valid_polygon_region(region: dict, from_name: str, label: str) -> Non
     assert len(points) >= 3
     assert all(len(p) == 2 and all(isinstance(c, (int, float)) and 0.0 <= c <= 100.0 for c in p) for p in points)
     assert len({(round(x, 6), round(y, 6)) for x, y in points}) >= 3, "degenerate polygon"
+
+
+class GrabCutReference:
+    """GrabCutEngine in this process replaying a click sequence (logits of step n refine step n+1)."""
+
+    def __init__(self) -> None:
+        self.engine = GrabCutEngine()
+
+    def sequence(self, image: str, steps: list[list[dict]]) -> list[np.ndarray]:
+        embedding = self.engine.encode(IMAGES[image])
+        masks, previous = [], None
+        for regions in steps:
+            args = prompt_arrays(regions)
+            single = previous is None and args["box"] is None and len(args["point_labels"]) == 1
+            result = self.engine.decode(embedding, **args, mask_input=previous, multimask=single, best_only=single)
+            masks.append(result.masks[0])
+            previous = result.low_res_logits[:1]
+        return masks

@@ -5,15 +5,15 @@
 - LS -> backend: LS's "Basic Authentication" option on the model connection reaches a backend
   started with BASIC_AUTH_USER / BASIC_AUTH_PASS; a wrong password is refused when connecting.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from tests.http.conftest import Backend
-from tests.integration.conftest import BRUSH_CONFIG, IMAGES, backend_env, image_bytes
-from tests.integration.support import brush_mask, keypoint
-from tests.integration.test_interactive import GrabCutReference
+from tests.integration.conftest import BRUSH_CONFIG, backend_env
+from tests.integration.support import GrabCutReference, IMAGES, brush_mask, image_bytes, keypoint
 
 
 def one_task_project(ls, title: str) -> tuple[int, int]:
@@ -27,8 +27,9 @@ def assert_click_matches(ls, ml_id: int, task: int) -> None:
     click = [keypoint(50, 50, (w, h))]
     answer = ls.interactive(ml_id, task, {"result": click})
     assert "errors" not in answer, answer
-    np.testing.assert_array_equal(brush_mask(answer["data"]["result"][0]),
-                                  GrabCutReference().sequence("upload1.png", [click])[0])
+    np.testing.assert_array_equal(
+        brush_mask(answer["data"]["result"][0]), GrabCutReference().sequence("upload1.png", [click])[0]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,9 @@ def personal_access_token(label_studio) -> str:
     return token
 
 
-def test_backend_with_a_personal_access_token_fetches_images(label_studio, redis_server, backends,
-                                                             personal_access_token, tmp_path_factory):
+def test_backend_with_a_personal_access_token_fetches_images(
+    label_studio, redis_server, backends, personal_access_token, tmp_path_factory
+):
     env = backend_env(label_studio, redis_server, SAM_ENGINE="grabcut", LABEL_STUDIO_API_KEY=personal_access_token)
     backend = Backend(env, tmp_path_factory.mktemp("pat") / "gunicorn.log")
     backends.append(backend)
@@ -48,7 +50,7 @@ def test_backend_with_a_personal_access_token_fetches_images(label_studio, redis
     assert_click_matches(label_studio, ml["id"], task)
     # The image came from LS with a Bearer access token obtained from the PAT (not LS's /setup token).
     log = label_studio.log_tail(200_000)
-    assert "POST /api/token/refresh/ HTTP/1.1\" 200" in log
+    assert 'POST /api/token/refresh/ HTTP/1.1" 200' in log
 
 
 def test_basic_auth_between_ls_and_the_backend(label_studio, redis_server, backends, tmp_path_factory):
@@ -58,8 +60,15 @@ def test_basic_auth_between_ls_and_the_backend(label_studio, redis_server, backe
     backends.append(backend)
     project, task = one_task_project(label_studio, "basic auth")
 
-    body = {"url": backend.url, "project": project, "title": "SAM", "is_interactive": True,
-            "auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": "wrong"}
+    body = {
+        "url": backend.url,
+        "project": project,
+        "title": "SAM",
+        "is_interactive": True,
+        "auth_method": "BASIC_AUTH",
+        "basic_auth_user": user,
+        "basic_auth_pass": "wrong",
+    }
     refused = label_studio.request("POST", "/api/ml", expect=(400,), json=body)
     assert "authentication parameters were either not provided or are incorrect" in str(refused), refused
 

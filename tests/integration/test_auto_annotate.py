@@ -7,6 +7,7 @@ config here (its validation feature flag is forced on). A rerun must replace, no
 exactly one prediction per task from our model_version. A task whose image is missing fails
 alone and is reported.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,8 @@ import torch
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
-from tests.integration.conftest import BRUSH_CONFIG, IMAGES, POLYGON_CONFIG, REPO, backend_env, image_bytes, sam_env
-from tests.integration.support import assert_valid_polygon_region, brush_mask, polygon_mask
+from tests.integration.conftest import BRUSH_CONFIG, POLYGON_CONFIG, REPO, backend_env, sam_env
+from tests.integration.support import IMAGES, assert_valid_polygon_region, brush_mask, image_bytes, polygon_mask
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
 # 2x2 points: the full-size mask decoder costs ~0.5 s per point on this loaded 2-core box.
@@ -67,9 +68,24 @@ def run_cli(ls, redis_server, checkpoint: Path, project: int, options: dict) -> 
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO"))}
     env.update(backend_env(ls, redis_server, **sam_env(checkpoint)), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "backend", "auto-annotate", "--project", str(project), "--all",
-                           "--options", json.dumps(options)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=400)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "auto-annotate",
+            "--project",
+            str(project),
+            "--all",
+            "--options",
+            json.dumps(options),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +104,9 @@ def model_prefix(sam_backend) -> str:
     return sam_backend.get("/health").json()["model_version"] + "-amg-"
 
 
-def test_cli_run_then_rerun_leaves_one_prediction_per_task(label_studio, redis_server, tiny_checkpoint, sam_worker,
-                                                            sam_backend, amg_reference, model_prefix):
+def test_cli_run_then_rerun_leaves_one_prediction_per_task(
+    label_studio, redis_server, tiny_checkpoint, sam_worker, sam_backend, amg_reference, model_prefix
+):
     ls = label_studio
     p = make_project(ls, "auto-annotate brush", BRUSH_CONFIG)
     options = {"output": "brush", **AMG_OPTIONS}
@@ -122,16 +139,18 @@ def test_cli_run_then_rerun_leaves_one_prediction_per_task(label_studio, redis_s
         (prediction,) = ours(ls, task_id, model_prefix)  # replaced, not added
         assert prediction["model_version"] == first[task_id]["model_version"]
         assert prediction["id"] != first[task_id]["id"]
-        assert [brush_mask(r).sum() for r in prediction["result"]] == \
-               [brush_mask(r).sum() for r in first[task_id]["result"]]
+        assert [brush_mask(r).sum() for r in prediction["result"]] == [
+            brush_mask(r).sum() for r in first[task_id]["result"]
+        ]
         assert ls.task(task_id)["total_predictions"] == 1
 
 
 def test_http_run_over_a_polygon_project_stores_valid_polygons(label_studio, sam_worker, sam_backend, model_prefix):
     ls = label_studio
     p = make_project(ls, "auto-annotate polygons", POLYGON_CONFIG)
-    started = sam_backend.post("/auto-annotate", {"project": p["project"], "tasks": "all",
-                                                  "options": {"output": "polygon", **AMG_OPTIONS}})
+    started = sam_backend.post(
+        "/auto-annotate", {"project": p["project"], "tasks": "all", "options": {"output": "polygon", **AMG_OPTIONS}}
+    )
     assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     status = wait_finished(sam_backend, job_id)
@@ -150,17 +169,24 @@ def test_http_run_over_a_polygon_project_stores_valid_polygons(label_studio, sam
             assert polygon_mask(region["value"]["points"], w, h).sum() >= 16  # min_area_px
 
     # A rerun through the same route replaces the predictions.
-    status = wait_finished(sam_backend, sam_backend.post("/auto-annotate", {
-        "project": p["project"], "tasks": "all", "options": {"output": "polygon", **AMG_OPTIONS}}).json()["job_id"])
+    status = wait_finished(
+        sam_backend,
+        sam_backend.post(
+            "/auto-annotate", {"project": p["project"], "tasks": "all", "options": {"output": "polygon", **AMG_OPTIONS}}
+        ).json()["job_id"],
+    )
     assert status["done"] == 3
     assert [len(ours(ls, t, model_prefix)) for t in p["good"]] == [1, 1, 1]
 
 
 def test_http_run_refuses_a_project_without_an_output_control(label_studio, sam_backend):
-    project = label_studio.create_project("keypoints only", """<View>
+    project = label_studio.create_project(
+        "keypoints only",
+        """<View>
   <Image name="image" value="$image"/>
   <KeyPointLabels name="kp" toName="image" smart="true"><Label value="A"/></KeyPointLabels>
-</View>""")
+</View>""",
+    )
     answer = sam_backend.post("/auto-annotate", {"project": project, "tasks": "all", "options": {}})
     assert answer.status_code == 422, answer.text
     assert "BrushLabels" in answer.json()["message"]

@@ -7,14 +7,15 @@ prompt our backend answers at once with an empty prediction per task and warms e
 image embedding in the background, so the annotator's first click is a cache hit. One task
 whose image is missing must neither fail the action nor stop the others' warm-up.
 """
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from tests.integration.conftest import BRUSH_CONFIG, IMAGES, image_bytes
-from tests.integration.support import brush_mask, keypoint
+from tests.integration.conftest import BRUSH_CONFIG
+from tests.integration.support import IMAGES, brush_mask, image_bytes, keypoint
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
 
@@ -60,9 +61,12 @@ def test_retrieve_predictions_stores_one_per_task_and_warms_the_cache(label_stud
         assert ls.task(task_id)["total_predictions"] == 1
 
     # Every good image was warmed in the background; the missing one failed alone.
-    wait_for(lambda: sam_backend.metric("sam_warmup_done_total", ok="true") >= warmed_ok + len(p["good"])
-             and sam_backend.metric("sam_warmup_done_total", ok="false") >= warmed_failed + 1,
-             90, "the warm-up of 3 good images and 1 missing one")
+    wait_for(
+        lambda: sam_backend.metric("sam_warmup_done_total", ok="true") >= warmed_ok + len(p["good"])
+        and sam_backend.metric("sam_warmup_done_total", ok="false") >= warmed_failed + 1,
+        90,
+        "the warm-up of 3 good images and 1 missing one",
+    )
     assert sam_backend.metric("sam_warmup_done_total", ok="false") == warmed_failed + 1
 
     # The annotator's first click on a warmed task computes nothing.
@@ -83,8 +87,9 @@ def test_retrieve_predictions_stores_one_per_task_and_warms_the_cache(label_stud
 def test_a_click_on_the_missing_image_fails_with_the_status_only(label_studio, batch_project):
     """LS 1.23 relays a failed /predict to the UI as `str(requests.HTTPError)` (ml/api_connector.py):
     the status and reason phrase reach the annotator, our JSON error body (message, fix) does not."""
-    answer = label_studio.interactive(batch_project["ml"], batch_project["broken"],
-                                      {"result": [keypoint(50, 50, (320, 240))]})
+    answer = label_studio.interactive(
+        batch_project["ml"], batch_project["broken"], {"result": [keypoint(50, 50, (320, 240))]}
+    )
     assert "data" not in answer, answer
     (message,) = answer["errors"]
     assert message.startswith("424 Client Error") and message.endswith("/predict"), message
@@ -126,10 +131,14 @@ def amg_on_predict_backend(label_studio, redis_server, backends, tmp_path_factor
     return backend
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backend bug: with AUTO_ANNOTATE_ON_PREDICT the /predict answers carry the AMG model_version "
-    "(<model>-amg-fast-<digest>) while /setup reports the engine's (<model>), so LS 1.23 never sees "
-    "the tasks as predicted by the current version and every Retrieve predictions adds another one"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "backend bug: with AUTO_ANNOTATE_ON_PREDICT the /predict answers carry the AMG model_version "
+        "(<model>-amg-fast-<digest>) while /setup reports the engine's (<model>), so LS 1.23 never sees "
+        "the tasks as predicted by the current version and every Retrieve predictions adds another one"
+    ),
+)
 def test_retrieving_twice_with_auto_annotate_on_predict_adds_nothing(label_studio, amg_on_predict_backend):
     ls = label_studio
     project = ls.create_project("amg on predict", BRUSH_CONFIG)

@@ -7,6 +7,7 @@ must equal, pixel for pixel, what the same engine computes in this process for t
 prompt on the same image, including the refinement of a click by the previous click's
 low-res logits (the sequence is replayed here so each test stands alone).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,15 +19,24 @@ import torch
 from backend.grabcut import GrabCutEngine
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
-from tests.integration.conftest import BRUSH_CONFIG, IMAGES, image_bytes
-from tests.integration.support import brush_mask, keypoint, prompt_arrays, rectangle
+from tests.integration.conftest import BRUSH_CONFIG
+from tests.integration.support import (
+    GrabCutReference,
+    IMAGES,
+    brush_mask,
+    image_bytes,
+    keypoint,
+    prompt_arrays,
+    rectangle,
+)
 
 
 def setup_project(ls, backend_url: str, title: str) -> dict:
     """A project like the captured one: two uploaded images and one local-files image, backend connected."""
     project = ls.create_project(title, BRUSH_CONFIG)
-    uploaded = ls.upload_images(project, {"upload0.png": image_bytes("upload0.png"),
-                                          "upload1.png": image_bytes("upload1.png")})
+    uploaded = ls.upload_images(
+        project, {"upload0.png": image_bytes("upload0.png"), "upload1.png": image_bytes("upload1.png")}
+    )
     local_dir = ls.files_root / f"project-{project}"
     local_dir.mkdir()
     (local_dir / "local0.png").write_bytes(image_bytes("local0.png"))
@@ -63,27 +73,10 @@ def click_through_ls(ls, setup: dict, image: str, regions: list[dict]) -> dict:
 
 # ---- GrabCut: meaningful masks, exact equality with the engine in-process ------------------------
 
+
 @pytest.fixture(scope="module")
 def grabcut_project(label_studio, grabcut_backend) -> dict:
     return setup_project(label_studio, grabcut_backend.url, "interactive grabcut")
-
-
-class GrabCutReference:
-    """GrabCutEngine in this process replaying a click sequence (logits of step n refine step n+1)."""
-
-    def __init__(self) -> None:
-        self.engine = GrabCutEngine()
-
-    def sequence(self, image: str, steps: list[list[dict]]) -> list[np.ndarray]:
-        embedding = self.engine.encode(IMAGES[image])
-        masks, previous = [], None
-        for regions in steps:
-            args = prompt_arrays(regions)
-            single = previous is None and args["box"] is None and len(args["point_labels"]) == 1
-            result = self.engine.decode(embedding, **args, mask_input=previous, multimask=single, best_only=single)
-            masks.append(result.masks[0])
-            previous = result.low_res_logits[:1]
-        return masks
 
 
 @pytest.mark.parametrize("image", ["upload0.png", "local0.png"])
@@ -139,21 +132,24 @@ def test_uploaded_image_second_label(label_studio, grabcut_project):
     w, h = size(image)
     region = click_through_ls(label_studio, grabcut_project, image, [keypoint(50, 50, (w, h), label="Orange")])
     assert region["value"]["brushlabels"] == ["Orange"]
-    np.testing.assert_array_equal(brush_mask(region),
-                                  GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0])
+    np.testing.assert_array_equal(
+        brush_mask(region), GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0]
+    )
 
 
 def test_a_click_outside_the_image_is_an_error_ls_shows(label_studio, grabcut_project):
     """A bad prompt comes back to the UI in LS's `errors` list, as the HTTP status only (LS drops our body)."""
     image = "upload0.png"
-    answer = label_studio.interactive(grabcut_project["ml"], grabcut_project["tasks"][image],
-                                      {"result": [keypoint(150, 40, size(image))]})
+    answer = label_studio.interactive(
+        grabcut_project["ml"], grabcut_project["tasks"][image], {"result": [keypoint(150, 40, size(image))]}
+    )
     assert "data" not in answer, answer
     (message,) = answer["errors"]
     assert message.startswith("400 Client Error") and message.endswith("/predict"), message
 
 
 # ---- SAM (tiny, random weights): the real SAM code path --------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def sam_project(label_studio, sam_backend) -> dict:
@@ -178,10 +174,12 @@ def test_sam_click_sequence_matches_the_predictor(label_studio, sam_project, sam
     box = rectangle(20, 20, 50, 50, (w, h))
     embedding = sam_reference.encode(IMAGES[image])
     first = sam_reference.decode(embedding, **prompt_arrays([a]), multimask=True, best_only=True)
-    second = sam_reference.decode(embedding, **prompt_arrays([a, b]), mask_input=first.low_res_logits[:1],
-                                  multimask=False)
-    third = sam_reference.decode(embedding, **prompt_arrays([a, b, box]), mask_input=second.low_res_logits[:1],
-                                 multimask=False)
+    second = sam_reference.decode(
+        embedding, **prompt_arrays([a, b]), mask_input=first.low_res_logits[:1], multimask=False
+    )
+    third = sam_reference.decode(
+        embedding, **prompt_arrays([a, b, box]), mask_input=second.low_res_logits[:1], multimask=False
+    )
     for regions, want in (([a], first), ([a, b], second), ([a, b, box], third)):
         region = click_through_ls(label_studio, sam_project, image, regions)
         np.testing.assert_array_equal(brush_mask(region), want.masks[0])
@@ -189,6 +187,7 @@ def test_sam_click_sequence_matches_the_predictor(label_studio, sam_project, sam
 
 
 # ---- zero configuration: the credentials LS sends in /setup are enough ----------------------------
+
 
 @pytest.fixture(scope="module")
 def setup_only_backend(backends, tmp_path_factory):
@@ -205,5 +204,6 @@ def test_backend_without_ls_settings_uses_the_hostname_and_token_from_setup(labe
     image = "upload1.png"
     w, h = size(image)
     region = click_through_ls(label_studio, project, image, [keypoint(50, 50, (w, h))])
-    np.testing.assert_array_equal(brush_mask(region),
-                                  GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0])
+    np.testing.assert_array_equal(
+        brush_mask(region), GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0]
+    )

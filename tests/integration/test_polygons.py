@@ -5,13 +5,23 @@ The annotator accepts the suggestion, and the UI saves it as an annotation (POST
 must be valid for LS (percent points in 0..100, closed, at least a triangle), survive the
 round trip unchanged, and cover the object GrabCut found (IoU against the engine's own mask).
 """
+
 from __future__ import annotations
 
 import pytest
 
 from backend.grabcut import GrabCutEngine
-from tests.integration.conftest import IMAGES, POLYGON_CONFIG, image_bytes
-from tests.integration.support import assert_valid_polygon_region, iou, keypoint, polygon_mask, prompt_arrays, rectangle
+from tests.integration.conftest import POLYGON_CONFIG
+from tests.integration.support import (
+    IMAGES,
+    assert_valid_polygon_region,
+    image_bytes,
+    iou,
+    keypoint,
+    polygon_mask,
+    prompt_arrays,
+    rectangle,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +39,11 @@ def test_polygon_suggestion_is_valid_and_survives_being_saved(label_studio, poly
     ls, p = label_studio, polygon_project
     image = IMAGES["upload0.png"]
     h, w = image.shape[:2]
-    region = (keypoint(30, 40, (w, h), from_name="kp") if prompt == "keypoint"
-              else rectangle(60, 52, 26, 34, (w, h), from_name="box"))
+    region = (
+        keypoint(30, 40, (w, h), from_name="kp")
+        if prompt == "keypoint"
+        else rectangle(60, 52, 26, 34, (w, h), from_name="box")
+    )
     answer = ls.interactive(p["ml"], p["task"], {"result": [region]})
     assert "errors" not in answer, answer
     polygons = answer["data"]["result"]
@@ -45,8 +58,9 @@ def test_polygon_suggestion_is_valid_and_survives_being_saved(label_studio, poly
     assert iou(polygon_mask(polygon["value"]["points"], w, h), want) >= 0.9
 
     # Accept + submit in the UI: the suggestion becomes an annotation, LS stores it as sent.
-    saved = ls.post(f"/api/tasks/{p['task']}/annotations?project={p['project']}",
-                    {"result": [polygon], "lead_time": 1.0})
+    saved = ls.post(
+        f"/api/tasks/{p['task']}/annotations?project={p['project']}", {"result": [polygon], "lead_time": 1.0}
+    )
     stored = [a for a in ls.task(p["task"])["annotations"] if a["id"] == saved["id"]]
     assert len(stored) == 1
     (back,) = stored[0]["result"]
@@ -62,9 +76,15 @@ def test_prediction_with_polygons_is_accepted_by_ls_validation(label_studio, pol
     h, w = IMAGES["upload0.png"].shape[:2]
     answer = ls.interactive(p["ml"], p["task"], {"result": [keypoint(72, 68, (w, h), from_name="kp")]})
     result = answer["data"]["result"]
-    created = ls.post("/api/predictions/", {"task": p["task"], "result": result, "model_version": "check-polygons",
-                                            "score": answer["data"]["score"]})
+    created = ls.post(
+        "/api/predictions/",
+        {"task": p["task"], "result": result, "model_version": "check-polygons", "score": answer["data"]["score"]},
+    )
     assert created["result"] == result
     wrong = [dict(result[0], value=dict(result[0]["value"], polygonlabels=["NoSuchLabel"]))]
-    ls.request("POST", "/api/predictions/", expect=(400,),
-               json={"task": p["task"], "result": wrong, "model_version": "check-polygons"})
+    ls.request(
+        "POST",
+        "/api/predictions/",
+        expect=(400,),
+        json={"task": p["task"], "result": wrong, "model_version": "check-polygons"},
+    )
