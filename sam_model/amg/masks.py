@@ -1,7 +1,9 @@
 """Per-mask arithmetic for AMG: stability, boxes, crop-edge test, RLE, small-region cleanup.
 
 RLE here is the uncompressed COCO form: {"size": [h, w], "counts": [...]}, runs over the
-column-major flattened mask, starting with a (possibly empty) run of zeros.
+column-major flattened mask, starting with a (possibly empty) run of zeros. Internally the
+counts are an int64 array (a noisy mask has ~10^5 runs; Python lists of them cost seconds
+per batch); `rle_to_list` gives the JSON-safe form for output.
 """
 from __future__ import annotations
 
@@ -83,8 +85,13 @@ def masks_to_rles(masks: torch.Tensor, image_hw: tuple[int, int] | None = None, 
         counts = np.diff(positions[bounds[i] : bounds[i + 1]], prepend=0, append=total)
         if len(counts) > 1 and counts[-1] == 0:
             counts = counts[:-1]
-        out.append({"size": [h, w], "counts": counts.tolist()})
+        out.append({"size": [h, w], "counts": counts})
     return out
+
+
+def rle_to_list(rle: Rle) -> Rle:
+    """The same RLE with plain-int list counts (JSON-serialisable, the reference's form)."""
+    return {"size": list(rle["size"]), "counts": np.asarray(rle["counts"]).tolist()}
 
 
 def rle_to_mask(rle: Rle) -> np.ndarray:
@@ -97,7 +104,7 @@ def rle_to_mask(rle: Rle) -> np.ndarray:
 
 def rle_area(rle: Rle) -> int:
     """Foreground pixels: the odd runs."""
-    return int(sum(rle["counts"][1::2]))
+    return int(np.sum(rle["counts"][1::2]))
 
 
 def rle_to_coco(rle: Rle) -> Rle:

@@ -136,7 +136,8 @@ class _DiscDecoder(nn.Module):
         return logits, iou
 
 
-def _constructed_pair() -> tuple[Sam, _Adapter]:
+def disc_model() -> tuple[Sam, _Adapter]:
+    """(official Sam, our predictor adapter) around the disc decoder; bench_amg uses it too."""
     sam = Sam(_ZeroEncoder(), _PointEcho(), _DiscDecoder()).eval()
 
     def encode(image: np.ndarray) -> ImageEmbedding:
@@ -157,7 +158,7 @@ CONSTRUCTED_CASES: list[RefSettings] = [
 
 @pytest.mark.parametrize("settings", CONSTRUCTED_CASES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_exact_mode_matches_reference_on_constructed_masks(settings: RefSettings) -> None:
-    sam, predictor = _constructed_pair()
+    sam, predictor = disc_model()
     image = _image(300, 400)
     theirs = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **settings).generate(image)
     ours = AutomaticMaskGenerator(predictor, output_mode="coco_rle", **settings).generate(image)
@@ -168,26 +169,27 @@ def test_exact_mode_matches_reference_on_constructed_masks(settings: RefSettings
 
 
 def test_fast_mode_close_to_exact_on_constructed_masks() -> None:
-    sam, predictor = _constructed_pair()
+    sam, predictor = disc_model()
     image = _image(300, 400)
     settings = dict(points_per_side=10, output_mode="coco_rle")
     exact = AutomaticMaskGenerator(predictor, mode="exact", **settings).generate(image)
     fast = AutomaticMaskGenerator(predictor, mode="fast", **settings).generate(image)
     pairs = match(fast, exact)
-    assert len(pairs) >= 0.8 * len(exact) and len(fast) <= 1.2 * len(exact)
-    assert np.mean([iou for _, _, iou in pairs]) >= 0.98
+    # Fast mode re-checks near-threshold masks at full resolution: nearly the same set.
+    assert len(pairs) >= 0.97 * len(exact) and len(fast) <= 1.03 * len(exact)
+    assert np.mean([iou for _, _, iou in pairs]) >= 0.99
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_nothing_survives_strict_thresholds(mode: str) -> None:
-    _, predictor = _constructed_pair()
+    _, predictor = disc_model()
     generator = AutomaticMaskGenerator(predictor, points_per_side=4, pred_iou_thresh=0.9999, mode=mode, min_mask_region_area=10)
     assert generator.generate(_image(100, 120)) == []
 
 
 @pytest.mark.parametrize("output_mode", ["binary_mask", "uncompressed_rle"])
 def test_output_modes_agree_with_coco(output_mode: str) -> None:
-    _, predictor = _constructed_pair()
+    _, predictor = disc_model()
     image = _image(200, 300)
     coco = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode="coco_rle").generate(image)
     other = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode=output_mode).generate(image)
@@ -200,7 +202,7 @@ def test_output_modes_agree_with_coco(output_mode: str) -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    sam, predictor = _constructed_pair()
+    sam, predictor = disc_model()
     with pytest.raises(ValueError):
         AutomaticMaskGenerator(predictor, points_per_side=None)
     with pytest.raises(ValueError):
