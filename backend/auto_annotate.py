@@ -207,10 +207,14 @@ class PredictAutoAnnotator:
         self.max_sync_tasks = max_sync_tasks
         self.start_run = start_run
 
+    @property
+    def model_version(self) -> str:
+        return self.options.model_version(self.annotator.backend.engine.model_id)
+
     def __call__(self, tasks: list[dict], config: LabelConfig) -> list[dict]:
         target, value_key = output_for(config, self.options)
         model_id = self.annotator.backend.engine.model_id
-        empty = {"result": [], "score": 0.0, "model_version": self.options.model_version(model_id)}
+        empty = {"result": [], "score": 0.0, "model_version": self.model_version}
         if len(tasks) > self.max_sync_tasks:
             self._hand_to_workers(tasks, target, value_key, model_id)
             return [dict(empty) for _ in tasks]

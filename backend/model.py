@@ -48,6 +48,14 @@ class LogitsCache(Protocol):
     def get(self, image_key: str, prompt_signature: str) -> np.ndarray | None: ...
 
 
+class BatchAnnotator(Protocol):
+    """Answers a batch /predict without context (auto-annotate.PredictAutoAnnotator)."""
+
+    model_version: str
+
+    def __call__(self, tasks: list[dict], config: LabelConfig) -> list[dict]: ...
+
+
 RegionBuilder = Callable[..., list[dict]]  # backend.outputs.mask_to_regions
 
 
@@ -74,7 +82,7 @@ class SamBackend:
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
         # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
-        self.batch_annotator: Callable[[list[dict], LabelConfig], list[dict]] | None = None
+        self.batch_annotator: BatchAnnotator | None = None
         self.warmup: WarmupQueue[Any] = WarmupQueue(
             self._warm, warm_queue_size,
             on_drop=metrics.warmup_dropped.inc,
@@ -84,6 +92,10 @@ class SamBackend:
 
     @property
     def model_version(self) -> str:
+        """What /setup reports: LS skips tasks already predicted by this version, so when batch
+        predictions are automatic masks it must be the version those predictions carry."""
+        if self.batch_annotator is not None:
+            return self.batch_annotator.model_version
         return self.engine.model_id
 
     # ---- protocol ---------------------------------------------------------------------------

@@ -131,14 +131,6 @@ def amg_on_predict_backend(label_studio, redis_server, backends, tmp_path_factor
     return backend
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "backend bug: with AUTO_ANNOTATE_ON_PREDICT the /predict answers carry the AMG model_version "
-        "(<model>-amg-fast-<digest>) while /setup reports the engine's (<model>), so LS 1.23 never sees "
-        "the tasks as predicted by the current version and every Retrieve predictions adds another one"
-    ),
-)
 def test_retrieving_twice_with_auto_annotate_on_predict_adds_nothing(label_studio, amg_on_predict_backend):
     ls = label_studio
     project = ls.create_project("amg on predict", BRUSH_CONFIG)
