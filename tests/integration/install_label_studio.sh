@@ -26,8 +26,10 @@ fi
 
 # Two `make test` runs at once on one machine must not pip-install into the same venv together.
 mkdir -p "$(dirname "$LS_VENV")"
-exec 9>"$LS_VENV.lock"
-flock 9
+if command -v flock >/dev/null 2>&1; then  # util-linux; absent on macOS, where runs are not concurrent anyway
+  exec 9>"$LS_VENV.lock"
+  flock 9
+fi
 if complete; then
   echo "label-studio $LS_VERSION was installed in $LS_VENV by another run"
   exit 0
