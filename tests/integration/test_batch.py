@@ -132,6 +132,9 @@ def amg_on_predict_backend(label_studio, redis_server, backends, tmp_path_factor
 
 
 def test_retrieving_twice_with_auto_annotate_on_predict_adds_nothing(label_studio, amg_on_predict_backend):
+    """LS skips tasks holding a prediction of the model_version /setup reported, so that must be the
+    version the AMG predictions carry (once it was not, and every Retrieve predictions added one more).
+    GrabCut cannot run AMG, so the predictions are empty; the versions are what is checked."""
     ls = label_studio
     project = ls.create_project("amg on predict", BRUSH_CONFIG)
     tasks = ls.upload_images(project, {name: image_bytes(name) for name in NAMES[:2]})
