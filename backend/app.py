@@ -7,6 +7,7 @@ plain values to the modules. Every error leaves as JSON `{"error", "message", "f
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.auth import check_basic_auth
-from backend.auto_annotate import AutoAnnotateOptions, AutoAnnotator, PredictAutoAnnotator
+from backend.auto_annotate import AutoAnnotator, PredictAutoAnnotator, options_from_setting
 from backend.auto_annotate_routes import auto_annotate_blueprint
 from backend.cache import EmbeddingCache
 from backend.engine import RETRY_AFTER_S, Engine, ServingEngine, engine_spec, spec_for
@@ -33,6 +34,7 @@ from backend.settings import Settings
 
 log = logging.getLogger("backend.app")
 LOGITS_LOCAL_BYTES = 64 * 2**20  # ~256 previous-click logits (256 KiB each) per process
+REASON_MAX_CHARS = 300
 QUIET_ROUTES = ("/health", "/metrics", "/")  # polled often: their request lines log at DEBUG
 
 
@@ -93,7 +95,8 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
         region_options={"tolerance_px": settings.polygon_tolerance_px, "min_area_px": settings.polygon_min_area_px},
     )
     if settings.auto_annotate_on_predict:
-        backend.batch_annotator = PredictAutoAnnotator(AutoAnnotator(backend), AutoAnnotateOptions(),
+        options = options_from_setting(settings.auto_annotate_options)
+        backend.batch_annotator = PredictAutoAnnotator(AutoAnnotator(backend), options,
                                                        settings.auto_annotate_max_sync_tasks, run_starter(settings))
     return backend, images
 
@@ -133,7 +136,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return response
 
     @app.errorhandler(BackendError)
-    def _backend_error(exc: BackendError) -> tuple[Response, int, dict]:
+    def _backend_error(exc: BackendError) -> Response:
         headers = {}
         if isinstance(exc, Overloaded):
             headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -141,17 +144,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             headers["WWW-Authenticate"] = 'Basic realm="sam-backend"'
         if exc.status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return jsonify(exc.to_json()), exc.status, headers
+        return _error_response(exc.to_json(), exc.status, headers)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    def _http_error(exc: HTTPException) -> Response:
         if isinstance(exc, RequestEntityTooLarge):
             body = {"error": "payload_too_large",
                     "message": f"request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}",
                     "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES"}
         else:
             body = {"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description or ""}
-        return jsonify(body), exc.code or 500
+        return _error_response(body, exc.code or 500)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
@@ -196,6 +199,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return Response(metrics.render(), mimetype=metrics.content_type)
 
     return app
+
+
+def _error_response(body: dict, status: int, headers: dict | None = None) -> Response:
+    """The JSON error, with its message and fix also in the status line's reason phrase.
+
+    Label Studio shows annotators only the status line of a failed /predict
+    ("424 Client Error: <reason> for url: ..."), never the body, so the reason is the one
+    place where the cause and the fix can reach them.
+    """
+    response = jsonify(body)
+    text = " ".join(part for part in (body.get("message"), body.get("fix")) if part)
+    reason = re.sub(r"[^\x20-\x7e]+", " ", text).strip()[:REASON_MAX_CHARS]
+    response.status = f"{status} {reason}" if reason else str(status)
+    response.headers.update(headers or {})
+    return response
 
 
 def _preload(engine: ServingEngine) -> None:

@@ -101,6 +101,14 @@ def parse_options(raw: Any) -> AutoAnnotateOptions:
     )
 
 
+def options_from_setting(raw: str) -> AutoAnnotateOptions:
+    """AUTO_ANNOTATE_OPTIONS (JSON, as POST /auto-annotate's "options"); bad values stop the start."""
+    try:
+        return parse_options(json.loads(raw) if raw.strip() else None)
+    except (json.JSONDecodeError, BadRequest) as exc:
+        raise ValueError(f"AUTO_ANNOTATE_OPTIONS={raw!r} is invalid: {getattr(exc, 'message', exc)}") from None
+
+
 def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[OutputTarget, str]:
     """The control that receives AMG regions, and the task.data key of its image.
 

@@ -65,6 +65,7 @@ class Settings:
     # Auto-annotate
     auto_annotate_on_predict: bool = False
     auto_annotate_max_sync_tasks: int = 4
+    auto_annotate_options: str = ""  # JSON options for AUTO_ANNOTATE_ON_PREDICT, as POST /auto-annotate takes
     rq_queue: str = "sam-auto-annotate"
     job_retries: int = 3
     job_timeout_s: int = 1800
