@@ -311,6 +311,8 @@ def summary(report: Report) -> dict[str, Any]:
         "throughput": {"clicks_per_s": round(len(clicks) / report.wall_s, 2) if report.wall_s else None,
                        "requests_per_s": round(len(report.outcomes) / report.wall_s, 2) if report.wall_s else None},
         "server": report.server_metrics,
+        "server_note": "one gunicorn worker's counters (each worker has its own registry)" if report.config.workers > 1
+        else "the only worker's counters",
     }
 
 
