@@ -28,7 +28,10 @@ class DecodeResult:
 
 
 class SamPredictor:
-    """Thread-safe encode/decode around a SAM model (held read-only)."""
+    """Thread-safe encode/decode around a SAM model (held read-only).
+
+    Binds to the model's device at construction: move the model first, then wrap it.
+    """
 
     def __init__(self, sam: Any, model_id: str, precision: str = "fp32", compile: bool = False) -> None:
         if precision not in PRECISIONS:
