@@ -173,6 +173,8 @@ class AutomaticMaskGenerator:
         image_hw = (int(image.shape[0]), int(image.shape[1]))
         if embedding is not None and tuple(embedding.original_size) != image_hw:
             raise ValueError(f"embedding is of a {embedding.original_size} image, not {image_hw}")
+        if embedding is not None and getattr(self.predictor, "model_id", embedding.model_id) != embedding.model_id:
+            raise ValueError(f"embedding is from model {embedding.model_id!r}, not {self.predictor.model_id!r}")
         boxes, layers = crop_boxes(image_hw, self.crop_n_layers, self.crop_overlap_ratio)
         masks = MaskSet.concat(
             [self._crop(image, box, layer, embedding if layer == 0 else None) for box, layer in zip(boxes, layers)]

@@ -32,8 +32,9 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     img = np.stack([xx * 255 // w, yy * 255 // h, np.full((h, w), 90)], axis=-1).astype(np.uint8)
+    lo = min(20, min(h, w) // 4)
     for _ in range(6):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(20, min(h, w) // 3)
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(lo, max(lo + 1, min(h, w) // 3))
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(0, 255, 3)
     return img
 
@@ -209,8 +210,12 @@ def test_bad_arguments_are_refused() -> None:
         AutomaticMaskGenerator(predictor, output_mode="png")
     with pytest.raises(ValueError):
         AutomaticMaskGenerator(predictor, mode="quick")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="embedding is of"):
         AutomaticMaskGenerator(predictor).generate(_image(50, 60), embedding=predictor.encode(_image(60, 50)))
+    embedding = predictor.encode(_image(50, 60))
+    predictor.model_id = "another-model"
+    with pytest.raises(ValueError, match="from model"):
+        AutomaticMaskGenerator(predictor).generate(_image(50, 60), embedding=embedding)
 
 
 # --- real networks, random weights -------------------------------------------------------
