@@ -120,11 +120,19 @@ def test_redis_restart_during_a_stream_of_clicks_fails_no_request(launch, fake_l
             reference[(p, c)] = rle_of(server.post("/predict", click_body(p, *c)))
     for p, c, response in answered:
         assert rle_of(response) == reference[(p, c)], f"{p} {c}: mask differs from the same click alone"
-    # Redis came back empty: a newly seen image is stored there again once the backend reconnects.
-    fresh = iter(list(IMAGES)[8:] * 20)
+    # Redis came back empty: once the backend reconnects (it retries a down link after a few
+    # seconds), a newly seen image is stored there again. Each poll clicks a never-seen image.
     store = redis_server.client()
-    until(lambda: server.post("/predict", click_body(next(fresh), *CLICKS[0])).status_code == 200
-          and store.keys("sam:emb:*"), attempts=40, pause_s=0.5)
+    fresh = iter(range(40))
+
+    def new_image_reaches_redis() -> bool:
+        i = next(fresh)
+        path = f"/data/upload/1/after-restart-{i}.png"
+        fake_ls.add_file(path, png(scene(W, H, [(30, 40, 18)], seed=500 + i)))
+        assert server.post("/predict", click_body(path, *CLICKS[0])).status_code == 200
+        return bool(store.keys("sam:emb:*"))
+
+    until(new_image_reaches_redis, attempts=40, pause_s=0.5)
 
 
 # ---- a gunicorn process killed with SIGKILL ----------------------------------------------------
