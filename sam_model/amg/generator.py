@@ -34,8 +34,8 @@ from .nms import batched_nms, box_area
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MODES = ("exact", "fast")
-# Full-resolution logits are materialised this many masks at a time (exact mode): bounds
-# memory at ~chunk * 4 MiB * (1 + H*W / 1024^2) instead of holding a whole batch.
+# Full-resolution logits are materialised this many masks at a time: bounds memory at
+# ~chunk * 4 MiB * (1 + H*W / 1024^2) instead of holding a whole batch of float masks.
 _UPSCALE_CHUNK = 16
 # Fast mode drops a mask without upscaling it when its low-resolution stability is below
 # the threshold by more than this. On smooth logits (bench_amg's agreement pass) the
@@ -217,11 +217,12 @@ class AutomaticMaskGenerator:
         n_out = logits.shape[0] // len(points)
         prompts = torch.as_tensor(points).repeat_interleave(n_out, dim=0)
         keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        logits, iou, prompts = logits[keep], iou[keep], prompts[keep]
+        logits, iou, prompts = logits[keep.to(logits.device)], iou[keep], prompts[keep]
         if self.mode == "fast" and self.stability_score_thresh > 0:
             # Sure losers go before any upscaling; the margin covers the low-res estimate's error.
-            keep = self._low_res_stability(logits, input_size) >= self.stability_score_thresh - LOW_RES_MARGIN
-            logits, iou, prompts = logits[keep], iou[keep], prompts[keep]
+            estimate = self._low_res_stability(logits, input_size).cpu()
+            keep = estimate >= self.stability_score_thresh - LOW_RES_MARGIN
+            logits, iou, prompts = logits[keep.to(logits.device)], iou[keep], prompts[keep]
         stability, binary = self._full_res_masks(logits, input_size, crop_hw)
         if self.stability_score_thresh > 0:
             keep = stability >= self.stability_score_thresh
@@ -240,7 +241,8 @@ class AutomaticMaskGenerator:
         )
 
     def _decode(self, features: torch.Tensor, input_points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points in the encoder's input frame -> (B*3, 256, 256) logits and (B*3,) IoU, point-major."""
+        """Points in the encoder's input frame -> (B*3, 256, 256) logits (on the model's device)
+        and (B*3,) IoU (on CPU), point-major."""
         coords = torch.as_tensor(input_points, device=features.device)[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=features.device)
         sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
@@ -251,18 +253,18 @@ class AutomaticMaskGenerator:
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
-        return logits.flatten(0, 1).float().cpu(), iou.flatten(0, 1).float().cpu()
+        return logits.flatten(0, 1).float(), iou.flatten(0, 1).float().cpu()
 
     def _full_res_masks(
         self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stability and binary mask at full size, a few masks at a time (bounded memory)."""
+        """Stability and binary mask at full size (on CPU), a few masks at a time (bounded memory)."""
         stability = torch.empty(logits.shape[0], dtype=torch.float32)
         binary = torch.empty((logits.shape[0], *crop_hw), dtype=torch.bool)
         for i in range(0, logits.shape[0], _UPSCALE_CHUNK):
             full = self._upscale(logits[i : i + _UPSCALE_CHUNK], input_size, crop_hw)
-            stability[i : i + _UPSCALE_CHUNK] = stability_score(full, self._threshold, self.stability_score_offset)
-            binary[i : i + _UPSCALE_CHUNK] = full > self._threshold
+            stability[i : i + _UPSCALE_CHUNK] = stability_score(full, self._threshold, self.stability_score_offset).cpu()
+            binary[i : i + _UPSCALE_CHUNK] = (full > self._threshold).cpu()
         return stability, binary
 
     def _upscale(self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]) -> torch.Tensor:
