@@ -27,6 +27,7 @@ from backend.logits_store import LogitsStore
 from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
 from backend.model import Limits, SamBackend
+from backend.openapi import openapi_spec
 from backend.outputs.regions import mask_to_regions
 from backend.request_body import json_object
 from backend.runs import run_starter
@@ -193,6 +194,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         body = json_object()
         action = body.get("action")
         return jsonify(backend.fit(action if isinstance(action, str) else "", body)), 200
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return jsonify(openapi_spec())
 
     @app.get("/metrics")
     def metrics_route() -> Response:

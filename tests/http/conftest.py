@@ -143,8 +143,9 @@ class Backend:
             except requests.RequestException:
                 pass
             time.sleep(0.2)
+        output = self.log()  # read before stop() closes the log file
         self.stop()
-        raise RuntimeError(f"gunicorn did not become ready:\n{self.log()}")
+        raise RuntimeError(f"gunicorn did not become ready:\n{output}")
 
     def post(self, path: str, body: object, **kw) -> requests.Response:
         return requests.post(self.url + path, json=body, timeout=120, auth=self.auth, **kw)
