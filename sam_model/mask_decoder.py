@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
+from .transformer import ImageContext
 
 
 class MLP(nn.Module):
@@ -20,6 +21,13 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
         return self.layers[-1](x)
+
+
+def _transposed_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A kernel-2 stride-2 transposed conv as (C_in, 4*C_out) weights and bias, columns ordered
+    (dy, dx, c_out): each input pixel maps alone onto its own 2x2 output block."""
+    c_in, c_out = conv.weight.shape[:2]
+    return conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out), conv.bias.repeat(4)
 
 
 class MaskDecoder(nn.Module):
@@ -54,6 +62,10 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
+    def _outputs(self, multimask_output: bool) -> slice:
+        # Token 0 is the single-mask output; tokens 1.. are the ambiguity-aware candidates.
+        return slice(1, self.num_mask_tokens) if multimask_output else slice(0, 1)
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -63,12 +75,26 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (B, K, 256, 256) logits and (B, K) IoU; K = 3 (multimask) or 1 (single mask)."""
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        return self.predict_masks(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            self._outputs(multimask_output),
         )
-        # Token 0 is the single-mask output; tokens 1.. are the ambiguity-aware candidates.
-        keep = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, keep], iou_pred[:, keep]
+
+    def prepare(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> ImageContext:
+        """Work shared by every prompt on one image (batch 1) with one dense prompt embedding."""
+        return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
+
+    def forward_prepared(
+        self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` on the image (and dense prompt) that `context` was prepared from."""
+        hs, keys = self.transformer.forward_prepared(context, self._tokens(sparse_prompt_embeddings))
+        return self._heads(hs, keys, self._outputs(multimask_output))
 
     def predict_masks(
         self,
@@ -76,24 +102,48 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        outputs: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All mask-token outputs and IoU predictions, one row per prompt set."""
+        """Mask logits and IoU predictions of the mask tokens in `outputs` (default: all)."""
+        tokens = self._tokens(sparse_prompt_embeddings)
+        if image_embeddings.shape[0] == 1 and dense_prompt_embeddings.stride(0) == 0:
+            # One image and one dense prompt (broadcast, e.g. "no mask"): the image tokens
+            # stay a single copy shared by every prompt set.
+            src = image_embeddings + dense_prompt_embeddings[:1]
+        else:
+            src = image_embeddings + dense_prompt_embeddings
+        hs, keys = self.transformer(src, image_pe, tokens)
+        return self._heads(hs, keys, outputs)
+
+    def _tokens(self, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
         n = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
-        # One image embedding (batch 1) serves every prompt set without copying it n times.
-        src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
-        pos_src = image_pe.expand(n, -1, -1, -1)
-        b, c, h, w = src.shape
+        return torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
 
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
+    def _heads(self, hs: torch.Tensor, keys: torch.Tensor, outputs: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformer outputs -> logits of the mask tokens in `outputs` and their IoU."""
+        b, t, c = hs.shape[0], keys.shape[1], keys.shape[2]
+        h = w = int(round(t**0.5))
+        features = self._upscale(keys.expand(b, -1, -1))  # (B, 16*T, C/8), pixels in block order
+        mask_tokens = hs[:, 1 : 1 + self.num_mask_tokens]
+        hyper = torch.stack(
+            [self.output_hypernetworks_mlps[i](mask_tokens[:, i]) for i in range(self.num_mask_tokens)[outputs]],
+            dim=2,
+        )  # (B, C/8, K)
+        k = hyper.shape[2]
+        # Pixel (4i + 2dy + ey, 4j + 2dx + ex) sits at row (i, j, dy, dx, ey, ex) of `features`.
+        masks = (features @ hyper).view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
+        return masks.reshape(b, k, 4 * h, 4 * w), iou
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+    def _upscale(self, keys: torch.Tensor) -> torch.Tensor:
+        """`output_upscaling` on image tokens (B, T, C), channels-last: both transposed convs
+        are per-pixel matmuls, so no pixel shuffle is needed until the final masks."""
+        conv1, norm, _, conv2, _ = self.output_upscaling
+        w1, b1 = _transposed_conv_matrix(conv1)
+        w2, b2 = _transposed_conv_matrix(conv2)
+        c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
+        x = torch.addmm(b1, keys.reshape(-1, keys.shape[-1]), w1).view(-1, c1)
+        x = F.gelu(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        x = F.gelu(torch.addmm(b2, x, w2))
+        return x.view(keys.shape[0], -1, c2)

@@ -6,6 +6,9 @@ caller keeps (and caches), so one predictor can serve many threads and many imag
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from .embedding import ImageEmbedding
+from .transformer import ImageContext
 from .transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,13 +31,53 @@ class DecodeResult:
     low_res_logits: np.ndarray  # float32 (K, 256, 256)
 
 
+class _ContextCache:
+    """The decoder's per-image work (`MaskDecoder.prepare`) for the last few embeddings used.
+
+    Keyed by the embedding object's identity (embeddings are immutable values); a weak
+    reference proves the entry still belongs to that object, so a recycled id never aliases.
+    Threads may build the same entry at once: both results are equal, one is kept.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[weakref.ref, ImageContext]] = OrderedDict()
+
+    def get(self, embedding: ImageEmbedding, build: Callable[[], ImageContext]) -> ImageContext:
+        key = id(embedding)
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0]() is embedding:
+                self._items.move_to_end(key)
+                return item[1]
+        context = build()
+        with self._lock:
+            # Entries of embeddings that are gone only hold memory: drop them first.
+            for dead in [k for k, (ref, _) in self._items.items() if ref() is None]:
+                del self._items[dead]
+            self._items[key] = (weakref.ref(embedding), context)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return context
+
+
 class SamPredictor:
     """Thread-safe encode/decode around a SAM model (held read-only).
 
     Binds to the model's device at construction: move the model first, then wrap it.
+    Clicks without `mask_input` reuse the decoder's prompt-independent work on an embedding
+    (~14 MiB each) for the `context_cache_size` most recently used embedding objects.
     """
 
-    def __init__(self, sam: Any, model_id: str, precision: str = "fp32", compile: bool = False) -> None:
+    def __init__(
+        self,
+        sam: Any,
+        model_id: str,
+        precision: str = "fp32",
+        compile: bool = False,
+        context_cache_size: int = 4,
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.sam = sam
@@ -50,6 +94,7 @@ class SamPredictor:
         with torch.inference_mode():
             # A pure function of the weights: computed once instead of on every click.
             self._dense_pe = pe.get_dense_pe()
+        self._contexts = _ContextCache(context_cache_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -82,22 +127,30 @@ class SamPredictor:
         best_only: bool = False,
     ) -> DecodeResult:
         """Prompts in original-image pixels -> masks; `best_only` keeps (and upscales) one."""
-        features = self._check_embedding(embedding)
+        self._check_embedding(embedding)
         original, input_size = embedding.original_size, embedding.input_size
         points = self._points(point_coords, point_labels, original, input_size)
         boxes = self._box(box, original, input_size)
         masks = self._mask(mask_input)
         if points is None and boxes is None and masks is None:
             raise ValueError("give at least one prompt: points, a box or mask_input")
+        decoder = self.sam.mask_decoder
         with self._autocast():
             sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            low_res, iou = self.sam.mask_decoder(
-                image_embeddings=features,
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
+            if masks is None:
+                # The dense prompt is then the constant "no mask" embedding: per-image work.
+                context = self._contexts.get(
+                    embedding, lambda: decoder.prepare(self._features(embedding), self._dense_pe, dense)
+                )
+                low_res, iou = decoder.forward_prepared(context, sparse, multimask)
+            else:
+                low_res, iou = decoder(
+                    image_embeddings=self._features(embedding),
+                    image_pe=self._dense_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
         low_res, iou = low_res[0].float(), iou[0].float()
         if best_only:
             best = int(torch.argmax(iou))
@@ -105,7 +158,7 @@ class SamPredictor:
         bool_masks = upscale_masks(low_res, input_size, original, self.img_size, self.sam.mask_threshold)
         return DecodeResult(bool_masks, iou.cpu().numpy(), low_res.cpu().numpy())
 
-    def _check_embedding(self, embedding: ImageEmbedding) -> torch.Tensor:
+    def _check_embedding(self, embedding: ImageEmbedding) -> None:
         if not isinstance(embedding, ImageEmbedding):
             raise ValueError("embedding must be an ImageEmbedding")
         if embedding.model_id != self.model_id:
@@ -114,6 +167,8 @@ class SamPredictor:
             raise ValueError(f"features must have shape {self._feature_shape}, got {tuple(embedding.features.shape)}")
         if input_shape(embedding.original_size, self.img_size) != embedding.input_size:
             raise ValueError("embedding input_size does not follow from its original_size")
+
+    def _features(self, embedding: ImageEmbedding) -> torch.Tensor:
         return embedding.features.to(self.device, torch.float32)
 
     def _points(

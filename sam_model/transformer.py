@@ -1,11 +1,41 @@
-"""The mask decoder's two-way transformer: tokens attend to the image and the image to tokens."""
+"""The mask decoder's two-way transformer: tokens attend to the image and the image to tokens.
+
+A click has ~7 tokens against 4096 image tokens, so the cross-attentions are cheaper with
+their image-side projections folded into the token side: with H heads of width d over n
+tokens, scores are (q W_k) . x instead of q . (x W_k), costing H*n instead of H*d (= 128)
+columns per image token. The first block's image-side projections do not depend on the
+prompt at all; `TwoWayTransformer.prepare` computes them once per image (an `ImageContext`).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import MLPBlock
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """Prompt-independent tensors of one image (batch 1) for the first two-way block; read-only."""
+
+    keys: torch.Tensor  # (1, T, C) image tokens: embedding + dense prompt
+    key_pe: torch.Tensor  # (1, T, C) their positional encoding
+    t2i_k: torch.Tensor  # (1, H, T, d) token->image keys, projected
+    t2i_v: torch.Tensor  # (1, H, T, d) token->image values, projected
+    i2t_q: torch.Tensor  # (1, T, H*d) image->token queries, projected and pre-scaled
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched a @ b where either side may be one matrix shared by all rows (never expanded)."""
+    if b.shape[0] == 1 and a.shape[0] > 1:
+        return (a.reshape(-1, a.shape[-1]) @ b[0]).view(*a.shape[:-1], b.shape[-1])
+    if a.shape[0] == 1 and b.shape[0] > 1:
+        n, k, m = b.shape
+        return (a[0] @ b.transpose(0, 1).reshape(k, n * m)).view(-1, n, m).transpose(0, 1)
+    return a @ b
 
 
 class Attention(nn.Module):
@@ -18,6 +48,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
+        self.head_dim = self.internal_dim // num_heads
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
@@ -27,12 +58,84 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, n, d) head outputs -> out_proj of (B, n, H*d)."""
+        b, _, n, _ = x.shape
+        return self.out_proj(x.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    def folds(self, n_tokens: int) -> bool:
+        """Folding the image side into the tokens saves work while heads x tokens < width."""
+        return self.num_heads * n_tokens < self.internal_dim
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = F.scaled_dot_product_attention(
             self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         )
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+        return self._merge(out)
+
+    def tokens_to_image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Token queries (B, n, C) over image keys/values (1 or B, T, C), projections folded.
+
+        Scores are (q_h W_k,h) . k: the key bias adds q_h . b_k to a whole softmax row, which
+        the softmax ignores; values are (P v) W_v,h^T + b_v since each row of P sums to 1.
+        """
+        b, n, _ = q.shape
+        if not self.folds(n):
+            return self(q, k.expand(b, -1, -1), v.expand(b, -1, -1))
+        h, d = self.num_heads, self.head_dim
+        qh = self._heads(self.q_proj(q)) * d**-0.5  # (B, H, n, d)
+        qk = (qh @ self.k_proj.weight.view(h, d, -1)).reshape(b, h * n, -1)  # (B, H*n, C)
+        p = torch.softmax(_mm(qk, k.transpose(1, 2)), dim=-1)  # (B, H*n, T)
+        pv = _mm(p, v).view(b, h, n, -1)  # (B, H, n, C)
+        out = pv @ self.v_proj.weight.view(h, d, -1).transpose(1, 2) + self.v_proj.bias.view(h, 1, d)
+        return self._merge(out)
+
+    def tokens_to_projected_image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Token queries (B, n, C) over keys/values already projected into heads (1, H, T, d)."""
+        qh = self._heads(self.q_proj(q))
+        if qh.shape[0] > 1:
+            k, v = k.expand(qh.shape[0], -1, -1, -1), v.expand(qh.shape[0], -1, -1, -1)
+        return self._merge(F.scaled_dot_product_attention(qh, k, v))
+
+    def _token_keys(self, k: torch.Tensor) -> torch.Tensor:
+        """Projected token keys (B, n, C) as a block-diagonal (B, H*d, H*n), pre-scaled, so one
+        matmul gives every head's scores against every token."""
+        b, n, _ = k.shape
+        h, d = self.num_heads, self.head_dim
+        kh = (self.k_proj(k) * d**-0.5).view(b, n, h, d).permute(0, 2, 3, 1)  # (B, H, d, n)
+        eye = torch.eye(h, dtype=kh.dtype, device=kh.device)
+        return (kh[:, :, :, None, :] * eye[:, None, :, None]).reshape(b, h * d, h * n)
+
+    def _attend_tokens(
+        self, scores: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """residual + softmax(scores) over each head's tokens, times values through out_proj
+        folded into one (H*n, C) matrix (out_proj's bias spread over the H heads' rows)."""
+        b, n, _ = v.shape
+        h, d = self.num_heads, self.head_dim
+        p = torch.softmax(scores.reshape(b, -1, h, n), dim=-1).view(b, -1, h * n)
+        vh = self._heads(self.v_proj(v))  # (B, H, n, d)
+        wo = self.out_proj.weight.view(-1, h, d).permute(1, 2, 0)  # (H, d, C)
+        z = (vh @ wo).reshape(b, h * n, -1) + self.out_proj.bias / h
+        return torch.baddbmm(residual, p, z) if residual.shape[0] == b else residual + p @ z
+
+    def image_to_tokens(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """residual + attention of image queries (1 or B, T, C) over tokens (B, n, C), with the
+        query and output projections folded into the token side."""
+        if not self.folds(k.shape[1]):
+            return residual + self(q.expand(k.shape[0], -1, -1), k, v)
+        kbd = self._token_keys(k)
+        m = self.q_proj.weight.t() @ kbd  # (B, C, H*n)
+        bias = (self.q_proj.bias @ kbd).unsqueeze(1)  # (B, 1, H*n)
+        return self._attend_tokens(_mm(q, m) + bias, v, residual)
+
+    def projected_image_to_tokens(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """`image_to_tokens` with the image queries already projected and scaled (1, T, H*d)."""
+        return self._attend_tokens(_mm(q, self._token_keys(k) * self.head_dim**0.5), v, residual)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -58,8 +161,14 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        context: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`context`, if given, holds this block's image-side projections of `keys`."""
         if self.skip_first_layer_pe:
             # The first layer's queries are the prompt tokens themselves (PE already inside).
             queries = self.self_attn(queries, queries, queries)
@@ -68,13 +177,21 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        q = queries + query_pe
+        if context is None:
+            keys_pe = keys + key_pe
+            attn = self.cross_attn_token_to_image.tokens_to_image(q, keys_pe, keys)
+        else:
+            attn = self.cross_attn_token_to_image.tokens_to_projected_image(q, context.t2i_k, context.t2i_v)
+        queries = self.norm2(queries + attn)
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
-        return queries, keys
+        q = queries + query_pe
+        if context is None:
+            keys = self.cross_attn_image_to_token.image_to_tokens(keys_pe, q, queries, keys)
+        else:
+            keys = self.cross_attn_image_to_token.projected_image_to_tokens(context.i2t_q, q, queries, keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -102,15 +219,50 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def prepare(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageContext:
+        """The first block's prompt-independent work for one image (1, C, h, w) and its PE."""
+        if image_embedding.shape[0] != 1:
+            raise ValueError("prepare takes one image (batch 1)")
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        keys_pe = keys + key_pe
+        first = self.layers[0]
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        return ImageContext(
+            keys=keys,
+            key_pe=key_pe,
+            t2i_k=t2i._heads(t2i.k_proj(keys_pe)),
+            t2i_v=t2i._heads(t2i.v_proj(keys)),
+            i2t_q=i2t.q_proj(keys_pe) * i2t.head_dim**-0.5,
+        )
+
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (B, C, h, w), its PE (B, C, h, w), tokens (B, N, C) -> (tokens, image tokens)."""
+        """image (B or 1, C, h, w), its PE (1, C, h, w), tokens (B, N, C) -> (tokens, image tokens)."""
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
-        queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
-        q, k = queries + point_embedding, keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
-        return queries, keys
+        return self._run(point_embedding, keys, key_pe, None)
+
+    def forward_prepared(
+        self, context: ImageContext, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` on the image that `context` was prepared from."""
+        n = point_embedding.shape[1]
+        if not self.layers[0].cross_attn_image_to_token.folds(n):
+            # Many tokens: the plain path is cheaper than the folded one.
+            return self._run(point_embedding, context.keys, context.key_pe, None)
+        return self._run(point_embedding, context.keys, context.key_pe, context)
+
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        keys: torch.Tensor,
+        key_pe: torch.Tensor,
+        context: ImageContext | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = tokens
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, tokens, key_pe, context if i == 0 else None)
+        attn = self.final_attn_token_to_image.tokens_to_image(queries + tokens, keys + key_pe, keys)
+        return self.norm_final_attn(queries + attn), keys
