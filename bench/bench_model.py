@@ -1,6 +1,6 @@
 """Ours vs the official segment-anything predictor, same random weights, one run.
 
-    python bench/bench_model.py [--model vit_b] [--quick] [--repeats 3] [--clicks 7]
+    python bench/bench_model.py [--model vit_b] [--quick] [--repeats 3] [--clicks 7] [--clicks-only]
 
 The official model is built with random weights and saved as a .pth in a temp dir; ours
 loads that file through `load_sam` (strict), so both run the same function. Prints the
@@ -116,14 +116,16 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=7, help="decode runs per case and side")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--clicks-only", action="store_true", help="one encode (ours, shared with the reference), then the click lines")
     args = parser.parse_args()
     repeats, clicks = (1, 3) if args.quick else (args.repeats, args.clicks)
     torch.set_num_threads(args.threads)
     print(f"model {args.model}, torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs", flush=True)
 
-    gflops = gemm_gflops()
-    work = encoder_gflop(ENCODER_CONFIGS[args.model])
-    print(f"fp32 GEMM 2048^3: {gflops:.1f} GFLOP/s; encoder {work:.0f} GFLOP -> floor {work / gflops:.2f} s")
+    if not args.clicks_only:
+        gflops = gemm_gflops()
+        work = encoder_gflop(ENCODER_CONFIGS[args.model])
+        print(f"fp32 GEMM 2048^3: {gflops:.1f} GFLOP/s; encoder {work:.0f} GFLOP -> floor {work / gflops:.2f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.model}_random.pth")
@@ -133,13 +135,17 @@ def main() -> None:
         ref = RefPredictor(official)
 
         photo = image(1000, 1500)
-        paired("encoder, 1500x1000 (encode vs set_image)", lambda: ours.encode(photo), lambda: ref.set_image(photo), repeats)
-        emb = ours.encode(photo)
-        ref.set_image(photo)
-        diff = (emb.features - ref.features).abs().max().item()
-        print(f"  features max |ours - ref| = {diff:.2e}")
+        if args.clicks_only:
+            emb = ours.encode(photo)
+            set_reference_embedding(ref, emb.features, emb.original_size)
+        else:
+            paired("encoder, 1500x1000 (encode vs set_image)", lambda: ours.encode(photo), lambda: ref.set_image(photo), repeats)
+            emb = ours.encode(photo)
+            ref.set_image(photo)
+            diff = (emb.features - ref.features).abs().max().item()
+            print(f"  features max |ours - ref| = {diff:.2e}")
 
-        if not (args.quick or args.no_int8):
+        if not (args.quick or args.no_int8 or args.clicks_only):
             int8 = SamPredictor(load_sam(args.model, path, device="cpu", quantize="int8"), model_id="int8")
             t_int8 = median_s(lambda: int8.encode(photo), repeats)
             rel = ((int8.encode(photo).features - emb.features).norm() / emb.features.norm()).item()
@@ -158,6 +164,16 @@ def main() -> None:
             paired(
                 f"click {w}x{h}: 1 point, 3 candidates, best returned",
                 lambda: ours.decode(sized, **point, best_only=True),
+                lambda: ref.predict(**point, multimask_output=True),
+                clicks,
+            )
+            paired(
+                "  same, new embedding object (decoder context built)",
+                lambda: ours.decode(
+                    ImageEmbedding(sized.features, sized.original_size, sized.input_size, sized.model_id),
+                    **point,
+                    best_only=True,
+                ),
                 lambda: ref.predict(**point, multimask_output=True),
                 clicks,
             )
