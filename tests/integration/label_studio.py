@@ -70,7 +70,7 @@ class LabelStudio:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.username = "sam-tests@example.com"
-        self.password = secrets.token_urlsafe(12)
+        self.password = secrets.token_hex(12)  # token_urlsafe may start with "-": argparse then reads it as an option
         self.token = secrets.token_hex(20)  # 40 hex chars: the shape of an LS legacy token
         self.startup_s = 0.0
         self.session = requests.Session()
