@@ -90,7 +90,8 @@ try {
   }
   const toggle = page.getByTestId("bottombar-auto-annotation-toggle");
   await toggle.waitFor();
-  await toggle.click();
+  // A toggle: click it only when it is off (LS may remember the setting between sessions).
+  if (!(await page.evaluate(() => window.Htx.autoAnnotation))) await toggle.click();
   await page.waitForFunction(() => window.Htx.autoAnnotation === true, null, { timeout });
   step("auto-annotation on");
 
