@@ -122,28 +122,37 @@ class MaskDecoder(nn.Module):
 
     def _heads(self, hs: torch.Tensor, keys: torch.Tensor, outputs: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Transformer outputs -> logits of the mask tokens in `outputs` and their IoU."""
-        b, t, c = hs.shape[0], keys.shape[1], keys.shape[2]
+        b, t = hs.shape[0], keys.shape[1]
         h = w = int(round(t**0.5))
-        features = self._upscale(keys.expand(b, -1, -1))  # (B, 16*T, C/8), pixels in block order
         mask_tokens = hs[:, 1 : 1 + self.num_mask_tokens]
         hyper = torch.stack(
             [self.output_hypernetworks_mlps[i](mask_tokens[:, i]) for i in range(self.num_mask_tokens)[outputs]],
             dim=2,
         )  # (B, C/8, K)
         k = hyper.shape[2]
-        # Pixel (4i + 2dy + ey, 4j + 2dx + ex) sits at row (i, j, dy, dx, ey, ex) of `features`.
-        masks = (features @ hyper).view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        logits = self._upscaled_logits(keys.expand(b, -1, -1), hyper)
+        # Pixel (4i + 2dy + ey, 4j + 2dx + ex) sits at row (i, j, dy, dx, ey, ex) of `logits`.
+        masks = logits.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
         iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
         return masks.reshape(b, k, 4 * h, 4 * w), iou
 
-    def _upscale(self, keys: torch.Tensor) -> torch.Tensor:
-        """`output_upscaling` on image tokens (B, T, C), channels-last: both transposed convs
-        are per-pixel matmuls, so no pixel shuffle is needed until the final masks."""
+    def _upscaled_logits(self, keys: torch.Tensor, hyper: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        """`output_upscaling` of image tokens (B, T, C), then the hypernetwork weights (B, C/8, K):
+        (B, 16*T, K) logits, each token's 4x4 pixel block in (dy, dx, ey, ex) order.
+
+        Both transposed convs (kernel 2, stride 2) are per-pixel matmuls, so the work runs
+        channels-last, `chunk` tokens at a time: each chunk's intermediates (~1 MiB) stay in
+        cache instead of passing 4 and 8 MiB frames through memory several times.
+        """
         conv1, norm, _, conv2, _ = self.output_upscaling
         w1, b1 = _transposed_conv_matrix(conv1)
         w2, b2 = _transposed_conv_matrix(conv2)
         c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
-        x = torch.addmm(b1, keys.reshape(-1, keys.shape[-1]), w1).view(-1, c1)
-        x = F.gelu(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-        x = F.gelu(torch.addmm(b2, x, w2))
-        return x.view(keys.shape[0], -1, c2)
+        b, t, c = keys.shape
+        parts = []
+        for start in range(0, t, chunk):
+            x = torch.addmm(b1, keys[:, start : start + chunk].reshape(-1, c), w1).view(-1, c1)
+            x = F.gelu(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+            x = F.gelu(torch.addmm(b2, x, w2))
+            parts.append(x.view(b, -1, c2) @ hyper)
+        return torch.cat(parts, dim=1)
