@@ -12,35 +12,13 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
-from segment_anything.build_sam import _build_sam
 from segment_anything.predictor import SamPredictor as RefPredictor
 
 from sam_model import DecodeResult, ImageEmbedding, SamPredictor, load_sam
-from sam_model.build import ENCODER_CONFIGS
+from tests.oracle import official_sam
 
 SCORE_ATOL = 1e-4
 MIN_IOU = 0.999
-
-
-def official_sam(model_type: str, seed: int, std: float) -> torch.nn.Module:
-    """The reference model at our config with every weight random (norm scales near 1)."""
-    cfg = ENCODER_CONFIGS[model_type]
-    torch.manual_seed(seed)
-    sam = _build_sam(
-        encoder_embed_dim=cfg.embed_dim,
-        encoder_depth=cfg.depth,
-        encoder_num_heads=cfg.num_heads,
-        encoder_global_attn_indexes=list(cfg.global_attn_indexes),
-    )
-    with torch.no_grad():
-        for module in sam.modules():
-            norm = "LayerNorm" in type(module).__name__
-            for name, p in module.named_parameters(recurse=False):
-                if norm and name == "weight":
-                    p.normal_(1.0, 0.1)
-                else:
-                    p.normal_(0.0, std)
-    return sam.eval()
 
 
 def load_pair(tmp_path: Path, model_type: str, seed: int, std: float) -> tuple[RefPredictor, SamPredictor]:
