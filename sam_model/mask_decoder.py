@@ -136,12 +136,12 @@ class MaskDecoder(nn.Module):
         iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
         return masks.reshape(b, k, 4 * h, 4 * w), iou
 
-    def _upscaled_logits(self, keys: torch.Tensor, hyper: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    def _upscaled_logits(self, keys: torch.Tensor, hyper: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """`output_upscaling` of image tokens (B, T, C), then the hypernetwork weights (B, C/8, K):
         (B, 16*T, K) logits, each token's 4x4 pixel block in (dy, dx, ey, ex) order.
 
         Both transposed convs (kernel 2, stride 2) are per-pixel matmuls, so the work runs
-        channels-last, `chunk` tokens at a time: each chunk's intermediates (~1 MiB) stay in
+        channels-last, `chunk` tokens at a time: each chunk's intermediates (1-2 MiB) stay in
         cache instead of passing 4 and 8 MiB frames through memory several times.
         """
         conv1, norm, _, conv2, _ = self.output_upscaling
