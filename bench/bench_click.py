@@ -1,0 +1,141 @@
+"""End-to-end click latency: our /predict (gunicorn + Redis) vs the reference pipeline.
+
+    python bench/bench_click.py                 # vit_b, random weights, 1500x1000 and 4000x3000
+    python bench/bench_click.py --model tiny    # quick look at the plumbing
+
+Ours: a real gunicorn serving `_wsgi:app` with a real redis-server and a fake LS serving the
+images (all on 127.0.0.1); the time is the HTTP round trip of LS's /predict body, JSON
+brush RLE included. Miss = the first click on an image (fetch, decode, encode, decode,
+RLE); hit = later clicks on it (the embedding is cached).
+Reference: what the LS reference SAM backend does per click, in this process on the same
+weights: official `SamPredictor.predict` (three candidates, all upscaled) + the SDK's
+`mask2rle` of the best; "hot" when the image is the one it last set, "cold" when another
+annotator's image came in between (`set_image` again: it caches one image per process).
+Random weights give noisy masks, so both RLE encoders work harder than on real masks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "oracle_stubs"))
+
+from label_studio_sdk.converter.brush import mask2rle  # noqa: E402
+from segment_anything import SamPredictor as RefPredictor  # noqa: E402
+
+from tests.http.conftest import LS_TOKEN, Backend, FakeLabelStudio, scene  # noqa: E402
+from tests.oracle import official_sam  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+CONFIG = ('<View><Image name="image" value="$image"/>'
+          '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
+          '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels>'
+          '<RectangleLabels name="box" toName="image" smart="true"><Label value="Object"/></RectangleLabels></View>')
+SIZES = [(1500, 1000), (4000, 3000)]
+POINT = (40.0, 45.0)  # percent
+BOX = (25.0, 30.0, 30.0, 35.0)  # x, y, width, height percent
+
+
+def body(path: str, width: int, height: int, with_box: bool) -> dict:
+    regions = [{"type": "keypointlabels", "from_name": "kp", "to_name": "image", "original_width": width,
+                "original_height": height, "value": {"x": POINT[0], "y": POINT[1], "keypointlabels": ["Object"]}}]
+    if with_box:
+        x, y, w, h = BOX
+        regions.append({"type": "rectanglelabels", "from_name": "box", "to_name": "image", "original_width": width,
+                        "original_height": height,
+                        "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": ["Object"]}})
+    return {"tasks": [{"id": 1, "data": {"image": path}}], "label_config": CONFIG,
+            "params": {"context": {"result": regions}}}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def reference_click(ref: RefPredictor, width: int, height: int, with_box: bool) -> tuple[float, float]:
+    """The reference backend's click: predict, pick the best candidate, SDK mask2rle.
+
+    Returns (predict seconds, mask2rle seconds): on random weights the masks are noise and
+    the SDK's RLE dominates, which real, smooth masks would not do (DESIGN.md: 14 ms at
+    1500x1000, 63 ms at 4000x3000), so the two are reported apart."""
+    started = time.perf_counter()
+    point = np.array([[POINT[0] / 100 * width, POINT[1] / 100 * height]])
+    box = None
+    if with_box:
+        x, y, w, h = BOX
+        box = np.array([x / 100 * width, y / 100 * height, (x + w) / 100 * width, (y + h) / 100 * height])
+    masks, scores, _ = ref.predict(point_coords=point, point_labels=np.array([1]), box=box, multimask_output=not with_box)
+    predicted = time.perf_counter()
+    mask2rle((masks[int(np.argmax(scores))] * 255).astype(np.uint8))
+    return predicted - started, time.perf_counter() - predicted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit_b", choices=("vit_b", "vit_l", "vit_h", "tiny"))
+    parser.add_argument("--clicks", type=int, default=5, help="timed cache-hit clicks per case and side")
+    args = parser.parse_args()
+    print(f"model {args.model} (random weights), torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    images = {size: scene(*size, [(POINT[0], POINT[1], min(size) // 5)], seed=size[0]) for size in SIZES}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
+        official = official_sam(args.model)
+        checkpoint = Path(tmp) / f"{args.model}_random.pth"
+        torch.save(official.state_dict(), checkpoint)
+        ls = FakeLabelStudio()
+        for (w, h), image in images.items():
+            ls.add(f"/data/upload/1/bench_{w}x{h}.png", image)
+        backend = Backend({"SAM_ENGINE": "sam", "SAM_MODEL": args.model, "SAM_CHECKPOINT": str(checkpoint),
+                           "REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
+                           "THREADS": "2"}, Path(tmp) / "gunicorn.log")
+        ref = RefPredictor(official)
+        try:
+            for (w, h), image in images.items():
+                path = f"/data/upload/1/bench_{w}x{h}.png"
+                miss = timed(lambda: _ok(backend.post("/predict", body(path, w, h, False))))
+                ref_cold = timed(lambda: (ref.set_image(image), reference_click(ref, w, h, False)))
+                _ok(backend.post("/predict", body(path, w, h, True)))  # the box prompt's own first decode
+                for with_box in (False, True):
+                    ours = [timed(lambda: _ok(backend.post("/predict", body(path, w, h, with_box))))
+                            for _ in range(args.clicks)]
+                    hot = [reference_click(ref, w, h, with_box) for _ in range(args.clicks)]
+                    predict = statistics.median(p for p, _ in hot)
+                    rle = statistics.median(r for _, r in hot)
+                    rows.append((f"{w}x{h}", "point+box" if with_box else "point (best of 3)",
+                                 statistics.median(ours), predict, rle, miss, ref_cold))
+                    print(f"{rows[-1][0]} {rows[-1][1]}: ours hit {rows[-1][2] * 1000:.0f} ms, reference hot "
+                          f"{predict * 1000:.0f} ms predict + {rle * 1000:.0f} ms mask2rle", flush=True)
+        finally:
+            backend.stop()
+            ls.close()
+    print("\n| image | prompt | ours, cache hit (HTTP, RLE, JSON) | reference, same image: predict + mask2rle "
+          "| ratio | ratio, reference predict only | ours, first click | reference, image changed | ratio vs our hit |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, prompt, ours, predict, rle, miss, cold in rows:
+        print(f"| {size} | {prompt} | {ours * 1000:.0f} ms | {predict * 1000:.0f} + {rle * 1000:.0f} ms "
+              f"| {(predict + rle) / ours:.1f}x | {predict / ours:.1f}x | {miss:.1f} s | {cold:.1f} s | {cold / ours:.0f}x |")
+    return 0
+
+
+def _ok(response) -> None:
+    if response.status_code != 200 or not response.json()["results"][0]["result"]:
+        raise SystemExit(f"/predict failed: {response.status_code} {response.text[:300]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
