@@ -18,3 +18,12 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_test.pth"
     torch.save(build_sam("tiny").state_dict(), path)
     return path
+
+
+@pytest.fixture
+def redis_server():
+    """A fresh real redis-server per test (module-scoped variants live beside the tests that share one)."""
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server

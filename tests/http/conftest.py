@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 
 from tests.redis_server import RedisServer
@@ -193,17 +192,6 @@ def fake_ls():
 def redis_server():
     with RedisServer() as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """Random weights of the 2-block test model: the real SAM code path, small and deterministic."""
-    from sam_model.build import build_sam
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_test.pth"
-    torch.save(build_sam("tiny").state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

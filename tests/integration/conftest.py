@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import torch
 
 from tests.http.conftest import Backend
 from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installed, ls_venv
@@ -88,16 +87,6 @@ def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
 
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """Random weights of the 2-block test model in the official checkpoint format (a state_dict)."""
-    from sam_model import build_sam
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_integration.pth"
-    torch.save(build_sam("tiny").state_dict(), path)
-    return path
 
 
 def backend_env(ls: LabelStudio, redis_server: RedisServer, **extra: str) -> dict[str, str]:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
 
 import pytest
-import torch
 
-from tests.http.conftest import Backend
+from tests.http.conftest import start_backend  # noqa: F401 - the gunicorn fixture, shared
 from tests.redis_server import RedisServer
 
 
@@ -59,27 +57,3 @@ def redis_server():
         yield server
 
 
-@pytest.fixture(scope="module")
-def launch(tmp_path_factory):
-    """launch(env, auth=None) -> a ready gunicorn Backend; all are stopped when the module ends."""
-    started: list[Backend] = []
-
-    def start(env: dict[str, str], auth: tuple[str, str] | None = None) -> Backend:
-        backend = Backend(env, tmp_path_factory.mktemp("gunicorn") / "server.log", auth)
-        started.append(backend)
-        return backend
-
-    yield start
-    for backend in started:
-        backend.stop()
-
-
-@pytest.fixture(scope="session")
-def tiny_sam_checkpoint(tmp_path_factory) -> Path:
-    """Random weights of the 2-block test SAM, saved as a plain state_dict (as official files are)."""
-    from sam_model.build import build_sam
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_reliability.pth"
-    torch.save(build_sam("tiny").state_dict(), path)
-    return path

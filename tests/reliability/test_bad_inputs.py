@@ -14,14 +14,13 @@ flip to failures the day the fix lands, so the marker gets removed with the fix.
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import json
 import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -292,8 +291,8 @@ def local_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(launch, fake_ls, local_root):
-    return launch({
+def server(start_backend, fake_ls, local_root):
+    return start_backend({
         "SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
         "LOCAL_FILES_DOCUMENT_ROOT": str(local_root), "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "MAX_PROMPT_POINTS": str(MAX_PROMPT_POINTS), "MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),

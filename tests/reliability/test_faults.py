@@ -87,8 +87,8 @@ def backend_env(fake_ls: FakeLabelStudioAPI, redis_url: str, **extra: str) -> di
 
 # ---- Redis restarted while annotators click ------------------------------------------------------
 
-def test_redis_restart_during_a_stream_of_clicks_fails_no_request(launch, fake_ls, redis_server):
-    server = launch(backend_env(fake_ls, redis_server.url))
+def test_redis_restart_during_a_stream_of_clicks_fails_no_request(start_backend, fake_ls, redis_server):
+    server = start_backend(backend_env(fake_ls, redis_server.url))
     paths = list(IMAGES)[:8]
     # Half the images are known before the outage; the other half are first seen during or after it.
     reference = {(p, c): rle_of(server.post("/predict", click_body(p, *c))) for p in paths[:4] for c in CLICKS}
@@ -137,9 +137,9 @@ def test_redis_restart_during_a_stream_of_clicks_fails_no_request(launch, fake_l
 
 # ---- a gunicorn process killed with SIGKILL ----------------------------------------------------
 
-def test_killed_gunicorn_recovers_and_reuses_redis_embeddings(launch, fake_ls, redis_server, tmp_path, monkeypatch):
+def test_killed_gunicorn_recovers_and_reuses_redis_embeddings(start_backend, fake_ls, redis_server, tmp_path, monkeypatch):
     env = backend_env(fake_ls, redis_server.url)
-    server = launch(env)
+    server = start_backend(env)
     paths = list(IMAGES)[:6]
     before = {(p, c): rle_of(server.post("/predict", click_body(p, *c))) for p in paths for c in CLICKS[:2]}
     fetched = {p: fake_ls.count("GET", p) for p in paths}
@@ -200,13 +200,13 @@ class RQWorker:
 
 
 @pytest.fixture(scope="module")
-def sam_deployment(launch, fake_ls, redis_server, tiny_sam_checkpoint, tmp_path_factory):
+def sam_deployment(start_backend, fake_ls, redis_server, tiny_checkpoint, tmp_path_factory):
     """A tiny-SAM backend and one RQ worker sharing Redis and the fake LS (tasks 1 and 2)."""
     for task_id, path in ((1, list(IMAGES)[0]), (2, list(IMAGES)[1])):
         fake_ls.add_task(task_id, {"image": path})
     env = backend_env(fake_ls, redis_server.url, SAM_ENGINE="sam", SAM_MODEL="tiny",
-                      SAM_CHECKPOINT=str(tiny_sam_checkpoint), JOB_RETRIES="1")
-    server = launch(env)
+                      SAM_CHECKPOINT=str(tiny_checkpoint), JOB_RETRIES="1")
+    server = start_backend(env)
     if server.post("/auto-annotate", {}).status_code == 404:
         pytest.skip("POST /auto-annotate is not registered in backend/app.py yet")
     worker = RQWorker(env, tmp_path_factory.mktemp("rq") / "worker.log")

@@ -56,8 +56,8 @@ def fake_ls():
 
 
 @pytest.fixture(scope="module")
-def server(launch, fake_ls, redis_server):
-    return launch({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
+def server(start_backend, fake_ls, redis_server):
+    return start_backend({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
                    "REDIS_URL": redis_server.url, "MAX_REQUEST_BYTES": "200000", "FETCH_TIMEOUT_S": "5",
                    "WARM_QUEUE_SIZE": "4"})
 
