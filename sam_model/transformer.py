@@ -29,12 +29,10 @@ class ImageContext:
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched a @ b where either side may be one matrix shared by all rows (never expanded)."""
+    """Batched a @ b where b may be one image's matrix shared by every row of a: one GEMM,
+    instead of matmul's broadcast (which copies b once per row)."""
     if b.shape[0] == 1 and a.shape[0] > 1:
         return (a.reshape(-1, a.shape[-1]) @ b[0]).view(*a.shape[:-1], b.shape[-1])
-    if a.shape[0] == 1 and b.shape[0] > 1:
-        n, k, m = b.shape
-        return (a[0] @ b.transpose(0, 1).reshape(k, n * m)).view(-1, n, m).transpose(0, 1)
     return a @ b
 
 
