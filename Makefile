@@ -35,10 +35,12 @@ run: $(VENV)/.runtime-stamp
 	fi
 	exec $(BIN)/gunicorn -c gunicorn.conf.py _wsgi:app
 
-# The integration tests run a real Label Studio from its own cached venv (installed once, ~5 min);
-# REQUIRE_LABEL_STUDIO=1 makes them fail rather than skip if it is missing.
+# The integration tests run a real Label Studio from its own cached venv (installed once, ~5 min),
+# the browser test Debian's chromium driven by playwright-core (npm); REQUIRE_LABEL_STUDIO=1
+# makes them fail rather than skip if either is missing.
 test: $(VENV)/.test-stamp system-packages
 	bash tests/integration/install_label_studio.sh
+	bash tests/e2e/install_browser.sh
 	REQUIRE_LABEL_STUDIO=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 checkpoint: $(VENV)/.runtime-stamp

@@ -1,6 +1,6 @@
 """Turn LS's interactive context (`params.context.result`) into SAM decoder prompts.
 
-What LS 1.23 sends (see /work/shared/ls-samples): every not-yet-accepted smart region of the
+What LS 1.23 sends (see ../shared/ls-samples): every not-yet-accepted smart region of the
 current label, in creation order. Keypoints carry `value.x`/`value.y` in percent of
 `original_width`/`original_height`; their polarity is top-level `is_positive` (Alt+click
 sends false) or, in newer clients, `value.positive`; missing means positive. Rectangles

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.http.conftest import png, scene

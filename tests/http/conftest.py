@@ -1,6 +1,6 @@
 """HTTP test fixtures: a fake Label Studio serving task images, real gunicorn backends, real Redis.
 
-The sample requests in /work/shared/ls-samples point at an LS host that does not exist here;
+The sample requests in ../shared/ls-samples point at an LS host that does not exist here;
 `FakeLabelStudio` serves their image paths (and counts every request, so tests can prove a
 cached click fetched nothing). Backends are real `gunicorn` processes started from the repo's
 gunicorn.conf.py, one per module where possible, because only a real server shows forking,
@@ -9,7 +9,6 @@ threads, body limits and logging as production has them.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import signal
@@ -29,14 +28,10 @@ import requests
 from PIL import Image
 
 from tests.redis_server import RedisServer
+from tests.samples import SAMPLES, sample  # noqa: F401 - re-exported for the HTTP tests
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = Path("/work/shared/ls-samples")
 LS_TOKEN = "harnesstoken0123456789abcdef0123456789ab"  # the legacy token in setup_request.json
-
-
-def sample(name: str):
-    return json.loads((SAMPLES / name).read_text())
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """The LS protocol through a real gunicorn (GrabCut engine: meaningful masks, no weights).
 
-Every captured LS request in /work/shared/ls-samples is replayed; images come from a fake LS
+Every captured LS request in ../shared/ls-samples is replayed; images come from a fake LS
 that demands the token and counts fetches; Redis is a real redis-server.
 """
 from __future__ import annotations

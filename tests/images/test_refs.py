@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-from pathlib import Path
 
 import pytest
 
 from backend.errors import BadRequest, ImageFetchError
 from backend.images import resolve_image_ref
 
-SAMPLES = Path("/work/shared/ls-samples")
+from tests.samples import sample
 LS = "http://127.0.0.1:8080"
 
 
@@ -20,10 +18,9 @@ def task(value, task_id=1, key="image"):
     return {"id": task_id, "data": {key: value}}
 
 
-@pytest.mark.skipif(not SAMPLES.exists(), reason="LS samples not present")
 def test_real_batch_request_tasks():
-    body = json.loads((SAMPLES / "predict_batch_request.json").read_text())
-    setup = json.loads((SAMPLES / "setup_request.json").read_text())
+    body = sample("predict_batch_request.json")
+    setup = sample("setup_request.json")
     refs = [resolve_image_ref(t, "$image", ls_base_url=setup["hostname"]) for t in body["tasks"]]
     assert [r.kind for r in refs] == ["ls"] * 3
     assert refs[0].url == "http://127.0.0.1:8080/data/upload/1/cd422a2f-up0.png" == refs[0].cache_key

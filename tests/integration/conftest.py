@@ -31,7 +31,6 @@ from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installe
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = Path("/work/shared/ls-samples")
 
 # The captured project's config (ls-samples/setup_request.json): a brush output, smart
 # keypoints and smart rectangles as prompts, two labels.

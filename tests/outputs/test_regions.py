@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +9,13 @@ from label_studio_sdk.converter.brush import decode_rle
 
 from backend.outputs.regions import brush_region, mask_to_regions, polygon_regions, rectangle_region
 
-SAMPLES = Path("/work/shared/ls-samples")
+from tests.samples import sample
 ARGS = dict(from_name="tag", to_name="image", label="Banana", score=0.87, original_width=320, original_height=240)
 EXTRA_KEYS = {"score", "readonly"}  # accepted by LS on predictions; not in what it stored back
 
 
 def stored_brush() -> dict:
-    return json.loads((SAMPLES / "stored_prediction_task.json").read_text())[0]["result"][0]
+    return sample("stored_prediction_task.json")[0]["result"][0]
 
 
 def mask() -> np.ndarray:

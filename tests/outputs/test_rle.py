@@ -1,8 +1,6 @@
 """Brush RLE: byte-identical to label_studio_sdk's mask2rle/encode_rle; decodes what LS stores."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 from backend.errors import Unprocessable
 from backend.outputs.rle import decode_values, encode_values, mask_to_rle, rle_to_mask
 
-SAMPLES = Path("/work/shared/ls-samples")
+from tests.samples import sample
 
 
 def sdk_rle(mask: np.ndarray) -> list[int]:
@@ -92,7 +90,7 @@ def test_empty_image_has_header_only() -> None:
 
 
 def test_decodes_what_ls_stored() -> None:
-    stored = json.loads((SAMPLES / "stored_prediction_task.json").read_text())[0]["result"][0]
+    stored = sample("stored_prediction_task.json")[0]["result"][0]
     rle, h, w = stored["value"]["rle"], stored["original_height"], stored["original_width"]
     expected = decode_rle(rle).reshape(h, w, 4)[:, :, 3] != 0
     mask = rle_to_mask(rle, h, w)
