@@ -102,7 +102,8 @@ def main() -> int:
             ls.add(f"/data/upload/1/bench_{w}x{h}.png", image)
         backend = Backend({"SAM_ENGINE": "sam", "SAM_MODEL": args.model, "SAM_CHECKPOINT": str(checkpoint),
                            "REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
-                           "THREADS": "2"}, Path(tmp) / "gunicorn.log")
+                           "THREADS": "2", "OMP_NUM_THREADS": str(torch.get_num_threads())},  # as the reference has
+                          Path(tmp) / "gunicorn.log")
         ref = RefPredictor(official)
         try:
             for (w, h), image in images.items():
