@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from segment_anything.build_sam import _build_sam  # noqa: E402
 from segment_anything.predictor import SamPredictor as RefPredictor  # noqa: E402
 
 from sam_model import ImageEmbedding, SamPredictor, load_sam  # noqa: E402
 from sam_model.build import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
 from sam_model.transforms import upscale_masks  # noqa: E402
+from tests.oracle import official_sam  # noqa: E402
 
 TOKENS = 64 * 64
 WINDOW_TOKENS = 14 * 14
@@ -47,24 +47,6 @@ def encoder_gflop(cfg: EncoderConfig) -> float:
     patch = 2 * n * c * 3 * 16 * 16
     neck = 2 * n * c * 256 + 2 * n * 256 * 256 * 9
     return (linear + attention + patch + neck) / 1e9
-
-
-def random_official(model_type: str, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
-    """The reference model at our config, every weight random (norm scales near 1)."""
-    cfg = ENCODER_CONFIGS[model_type]
-    torch.manual_seed(seed)
-    sam = _build_sam(
-        encoder_embed_dim=cfg.embed_dim,
-        encoder_depth=cfg.depth,
-        encoder_num_heads=cfg.num_heads,
-        encoder_global_attn_indexes=list(cfg.global_attn_indexes),
-    )
-    with torch.no_grad():
-        for module in sam.modules():
-            norm = "LayerNorm" in type(module).__name__
-            for name, p in module.named_parameters(recurse=False):
-                p.normal_(1.0, 0.1) if norm and name == "weight" else p.normal_(0.0, std)
-    return sam.eval()
 
 
 def image(h: int, w: int) -> np.ndarray:
@@ -129,7 +111,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.model}_random.pth")
-        official = random_official(args.model)
+        official = official_sam(args.model, std=0.02)
         torch.save(official.state_dict(), path)
         ours = SamPredictor(load_sam(args.model, path, device="cpu"), model_id=f"{args.model}-random")
         ref = RefPredictor(official)
