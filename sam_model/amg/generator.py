@@ -194,9 +194,10 @@ class AutomaticMaskGenerator:
         crop_h, crop_w = embedding.original_size
         points = self.point_grids[layer] * np.array([crop_w, crop_h], dtype=np.float64)
         features = embedding.features.to(self._dense_pe.device, torch.float32)
+        decode = _CropDecoder(self.sam, features, self._dense_pe)
         image_hw = (image.shape[0], image.shape[1])
         parts = [
-            self._batch(features, embedding, points[i : i + self.points_per_batch], box, image_hw)
+            self._batch(decode, embedding, points[i : i + self.points_per_batch], box, image_hw)
             for i in range(0, len(points), self.points_per_batch)
         ]
         masks = MaskSet.concat(parts)
@@ -205,7 +206,7 @@ class AutomaticMaskGenerator:
 
     def _batch(
         self,
-        features: torch.Tensor,
+        decode: _CropDecoder,
         embedding: ImageEmbedding,
         points: np.ndarray,
         box: list[int],
@@ -213,7 +214,7 @@ class AutomaticMaskGenerator:
     ) -> MaskSet:
         """One batch of grid points (crop pixels) -> surviving masks, already RLE-encoded."""
         crop_hw, input_size = embedding.original_size, embedding.input_size
-        logits, iou = self._decode(features, scale_coords(points, crop_hw, input_size))
+        logits, iou = decode(scale_coords(points, crop_hw, input_size))
         n_out = logits.shape[0] // len(points)
         prompts = torch.as_tensor(points).repeat_interleave(n_out, dim=0)
         keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
@@ -239,21 +240,6 @@ class AutomaticMaskGenerator:
             prompts[keep] + torch.tensor([x0, y0], dtype=torch.float64),
             torch.tensor([box], dtype=torch.int64).expand(len(binary), 4),
         )
-
-    def _decode(self, features: torch.Tensor, input_points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points in the encoder's input frame -> (B*3, 256, 256) logits (on the model's device)
-        and (B*3,) IoU (on CPU), point-major."""
-        coords = torch.as_tensor(input_points, device=features.device)[:, None, :]
-        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=features.device)
-        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        logits, iou = self.sam.mask_decoder(
-            image_embeddings=features,
-            image_pe=self._dense_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        return logits.flatten(0, 1).float(), iou.flatten(0, 1).float().cpu()
 
     def _full_res_masks(
         self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]
@@ -330,6 +316,35 @@ class AutomaticMaskGenerator:
                 }
             )
         return records
+
+
+class _CropDecoder:
+    """The decoder calls of one crop: every batch of points shares the crop's image, so the
+    decoder's prompt-independent work (`prepare`, where the decoder has it; the official one
+    does not) is done once, by the first batch, and reused by the others."""
+
+    def __init__(self, sam: Any, features: torch.Tensor, dense_pe: torch.Tensor) -> None:
+        self.sam = sam
+        self.features = features
+        self.dense_pe = dense_pe
+        self.context: Any = None
+
+    def __call__(self, input_points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points in the encoder's input frame -> (B*3, 256, 256) logits (on the model's device)
+        and (B*3,) IoU (on CPU), point-major."""
+        coords = torch.as_tensor(input_points, device=self.features.device)[:, None, :]
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.features.device)
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        decoder = self.sam.mask_decoder
+        if hasattr(decoder, "prepare"):
+            if self.context is None:
+                self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
+            logits, iou = decoder.forward_prepared(self.context, sparse, multimask_output=True)
+        else:
+            logits, iou = decoder(image_embeddings=self.features, image_pe=self.dense_pe,
+                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                  multimask_output=True)
+        return logits.flatten(0, 1).float(), iou.flatten(0, 1).float().cpu()
 
 
 def _zeros(n: int) -> torch.Tensor:
