@@ -1,7 +1,6 @@
 """Load an official-format SAM checkpoint safely and with about one copy of the weights in memory."""
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from collections.abc import Mapping
@@ -10,7 +9,7 @@ import torch
 
 from .build import ENCODER_CONFIGS, build_sam
 from .quantize import apply_quantization, check_quantize
-from .registry import official_by_filename
+from .registry import file_md5, official_by_filename
 from .sam import Sam
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -33,14 +32,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "mps" and not mps_ok:
         raise RuntimeError("device 'mps' requested but Apple MPS is not available")
     return torch.device(device)
-
-
-def file_md5(path: str, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_official(path: str) -> None:

@@ -9,7 +9,6 @@ runs before anything else is set up (`make checkpoint`, `make run`).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from sam_model.registry import OFFICIAL_CHECKPOINTS
+from sam_model.registry import OFFICIAL_CHECKPOINTS, file_md5
 
 CHUNK_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 15.0
@@ -67,7 +66,7 @@ def ensure_checkpoint(
     if dest.exists() and (size is None or dest.stat().st_size == size):
         if size is not None and not verify_existing:
             return dest
-        if _file_md5(dest) == md5:
+        if file_md5(dest) == md5:
             return dest
         raise ChecksumMismatch(
             f"{dest} exists but its md5 is not {md5}; delete it and run again to re-download"
@@ -107,7 +106,7 @@ def _download(url: str, dest: Path, md5: str, size: int | None, progress: bool) 
     if size is not None and got_size != size:
         part.unlink()
         raise CheckpointUnavailable(f"{url} gave {got_size} bytes, expected {size}; removed the partial file. {hint}")
-    got_md5 = _file_md5(part)
+    got_md5 = file_md5(part)
     if got_md5 != md5:
         part.unlink()
         raise ChecksumMismatch(
@@ -145,14 +144,6 @@ def _stream(
                 f"download of {url} broke off after {out.tell()} bytes ({_reason(exc)}); "
                 f"run again to resume from {part}. {hint}"
             ) from None
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,6 +1,8 @@
 """The official SAM v1 checkpoints: the one table every other module reads."""
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -26,6 +28,15 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         OfficialCheckpoint("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879, "4b8939a88964f0f4ff5f5b2642c598a6"),
     )
 }
+
+
+def file_md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """md5 of a file, read in chunks: how official files are told from corrupt or partial ones."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def official_by_filename(filename: str) -> OfficialCheckpoint | None:

@@ -11,8 +11,7 @@ import threading
 
 import pytest
 
-from tests.http.conftest import start_backend  # noqa: F401 - the gunicorn fixture, shared
-from tests.redis_server import RedisServer
+from tests.http.conftest import redis_server, start_backend  # noqa: F401 - shared module-scoped fixtures
 
 
 class Tripwire:
@@ -49,11 +48,5 @@ def tripwire():
     wire = Tripwire()
     yield wire
     wire.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
