@@ -191,7 +191,7 @@ class AutoAnnotator:
                                 "run the backend and workers with SAM_ENGINE=sam and a checkpoint")
         ref = self.backend.images.resolve(task, value_key)
         image = self.backend.images.load(ref)
-        embedding = self.backend.embedding(ref, {}, source="auto-annotate")
+        embedding = self.backend.embedding(ref, {}, source="auto-annotate", image=image)
         generator = AutomaticMaskGenerator(engine, output_mode="binary_mask", mode=options.amg_mode, **options.amg)
         masks = generator.generate(image, embedding=embedding)
         height, width = image.shape[:2]

@@ -171,18 +171,20 @@ class SamBackend:
         timings["output"] = time.perf_counter() - started
         return self._prediction(regions, float(np.mean(scores)) if len(scores) else 0.0)
 
-    def embedding(self, ref: Any, timings: dict[str, Any], source: str) -> ImageEmbedding:
-        """The image's embedding; the image is fetched and encoded only when no cache has it."""
-        embedding, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, timings))
+    def embedding(self, ref: Any, timings: dict[str, Any], source: str, image: np.ndarray | None = None) -> ImageEmbedding:
+        """The image's embedding; the image is fetched (unless the caller already has it) and
+        encoded only when no cache has it."""
+        embedding, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, timings, image))
         self.metrics.cache.labels(level=level, source=source).inc()
         timings["cache"] = level
         return embedding
 
-    def _encode(self, ref: Any, timings: dict[str, Any]) -> ImageEmbedding:
-        started = time.perf_counter()
-        image = self.images.load(ref)
-        timings["fetch"] = time.perf_counter() - started
-        self.metrics.fetch_seconds.observe(timings["fetch"])
+    def _encode(self, ref: Any, timings: dict[str, Any], image: np.ndarray | None = None) -> ImageEmbedding:
+        if image is None:
+            started = time.perf_counter()
+            image = self.images.load(ref)
+            timings["fetch"] = time.perf_counter() - started
+            self.metrics.fetch_seconds.observe(timings["fetch"])
         started = time.perf_counter()
         embedding = self.engine.encode(image)
         timings["encode"] = time.perf_counter() - started

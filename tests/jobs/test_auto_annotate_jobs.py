@@ -123,6 +123,7 @@ def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_rerun_replaces_the
     assert (status["total"], status["done"], status["failed"]) == (len(TASKS), len(TASKS), 0)
     assert status["done"] == ls.count("POST", "/api/predictions/"), "progress must match what LS received"
     assert status["timings"]["task_mean_s"] > 0
+    assert all(ls.count("GET", f"/data/upload/1/t{t}.png") == 1 for t in TASKS), "a cold task fetches its image once"
     assert predictions_per_task(ls) == {t: 1 for t in TASKS}
     first = {p["task"]: p for p in ls.predictions.values()}
     for prediction in first.values():
