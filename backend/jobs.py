@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import redis
 from rq import Queue, Retry, get_current_job
@@ -28,6 +28,7 @@ RETRY_INTERVALS_S = [2, 10, 30, 60]
 HEARTBEAT_TTL_S = 20  # a dead worker's job is considered abandoned this long after its last beat
 HEARTBEAT_EVERY_S = 5
 MAINTENANCE_EVERY_S = 10  # how often workers look for abandoned jobs to retry
+PLAN_PAGE = 100  # task ids enqueued per batch while a project is listed
 
 
 def make_queue(connection: redis.Redis, name: str) -> Queue:
@@ -106,22 +107,28 @@ def plan_project(run_id: str) -> int:
     rq_queue = make_queue(runtime.redis, queue)
     count = 0
     try:
-        page: list[int] = []
-        for task in runtime.ls.list_tasks(spec["project"]):
-            page.append(int(task["id"]))
-            if len(page) == 100:
-                runtime.progress.add_tasks(run_id, len(page))
-                count += enqueue_tasks(rq_queue, runtime.progress, run_id, page, runtime.settings.job_retries,
-                                       runtime.settings.job_timeout_s)
-                page = []
-        runtime.progress.add_tasks(run_id, len(page))
-        count += enqueue_tasks(rq_queue, runtime.progress, run_id, page, runtime.settings.job_retries,
-                               runtime.settings.job_timeout_s)
+        task_ids = (int(task["id"]) for task in runtime.ls.list_tasks(spec["project"]))
+        for page in _pages(task_ids, PLAN_PAGE):
+            runtime.progress.add_tasks(run_id, len(page))
+            count += enqueue_tasks(rq_queue, runtime.progress, run_id, page, runtime.settings.job_retries,
+                                   runtime.settings.job_timeout_s)
     except BackendError as exc:
         runtime.progress.planning_done(run_id, error=f"{exc.message} {exc.fix}".strip())
         return count
     runtime.progress.planning_done(run_id)
     return count
+
+
+def _pages(items: Iterable[int], size: int) -> Iterator[list[int]]:
+    """Lists of up to `size` items: a big project's jobs appear as its tasks are listed."""
+    page: list[int] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 class HeartbeatWorker(SimpleWorker):
