@@ -171,7 +171,7 @@ def agreement(predictor: Any, images: list[np.ndarray], pps: int) -> dict:
         h, w = emb.original_size
         points = scale_coords(point_grid(pps) * np.array([w, h]), emb.original_size, emb.input_size)
         with torch.inference_mode():
-            logits, _ = _CropDecoder(exact_gen.sam, emb.features, exact_gen._dense_pe)(points)
+            _, _, logits = _CropDecoder(exact_gen.sam, emb.features, exact_gen._dense_pe)(points)
             low.append(exact_gen._low_res_stability(logits, emb.input_size))
             full.append(exact_gen._full_res_masks(logits, emb.input_size, emb.original_size)[0])
     lo, ex = torch.cat(low).nan_to_num().numpy(), torch.cat(full).nan_to_num().numpy()

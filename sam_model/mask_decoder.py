@@ -1,12 +1,17 @@
 """SAM's mask decoder: image + prompt embeddings -> low-res mask logits and IoU estimates."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
 from .transformer import ImageContext
+
+# Prompts per transformer call on CPU (see MaskDecoder._prepared_chunks).
+CPU_PROMPT_CHUNK = 4
 
 
 class MLP(nn.Module):
@@ -93,8 +98,49 @@ class MaskDecoder(nn.Module):
         self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` on the image (and dense prompt) that `context` was prepared from."""
-        hs, keys = self.transformer.forward_prepared(context, self._tokens(sparse_prompt_embeddings))
-        return self._heads(hs, keys, self._outputs(multimask_output))
+        outputs = self._outputs(multimask_output)
+        parts = [self._heads(hs, keys, outputs) for hs, keys in self._prepared_chunks(context, sparse_prompt_embeddings)]
+        return torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
+
+    def forward_prepared_above(
+        self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool, min_iou: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_prepared` that computes only the logits of masks whose predicted IoU is
+        above `min_iou` (AMG discards the rest unseen): the IoU head needs the transformer
+        alone, while the logits need the upscaling network per prompt (~40% of the work).
+
+        Returns (iou (B, K), kept (B, K) bool, logits (kept.sum(), 256, 256) in row-major order).
+        """
+        outputs = self._outputs(multimask_output)
+        ious, kept, logits = [], [], []
+        for hs, keys in self._prepared_chunks(context, sparse_prompt_embeddings):
+            iou = self._iou(hs, outputs)
+            keep = torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
+            rows = keep.any(dim=1)
+            if bool(rows.all()):
+                logits.append(self._mask_logits(hs, keys, outputs)[keep])
+            elif bool(rows.any()):
+                logits.append(self._mask_logits(hs[rows], keys[rows], outputs)[keep[rows]])
+            ious.append(iou)
+            kept.append(keep)
+        if not logits:
+            side = 4 * int(round(context.keys.shape[1] ** 0.5))
+            logits.append(context.keys.new_zeros(0, side, side))
+        return torch.cat(ious), torch.cat(kept), torch.cat(logits)
+
+    def _prepared_chunks(
+        self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Transformer outputs (tokens, image tokens) for a few prompts at a time.
+
+        Every prompt carries its own copy of the image tokens (4 MiB each); on CPU a handful
+        at a time stays in cache and below the allocator's mmap threshold, which made a
+        64-prompt AMG batch ~2x faster than one big call. Accelerators take the whole batch.
+        """
+        n = sparse_prompt_embeddings.shape[0]
+        chunk = CPU_PROMPT_CHUNK if context.keys.device.type == "cpu" else max(n, 1)
+        for start in range(0, n, chunk):
+            yield self.transformer.forward_prepared(context, self._tokens(sparse_prompt_embeddings[start : start + chunk]))
 
     def predict_masks(
         self,
@@ -122,6 +168,13 @@ class MaskDecoder(nn.Module):
 
     def _heads(self, hs: torch.Tensor, keys: torch.Tensor, outputs: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Transformer outputs -> logits of the mask tokens in `outputs` and their IoU."""
+        return self._mask_logits(hs, keys, outputs), self._iou(hs, outputs)
+
+    def _iou(self, hs: torch.Tensor, outputs: slice) -> torch.Tensor:
+        return self.iou_prediction_head(hs[:, 0])[:, outputs]
+
+    def _mask_logits(self, hs: torch.Tensor, keys: torch.Tensor, outputs: slice) -> torch.Tensor:
+        """(B, K, 4h, 4w) logits of the mask tokens in `outputs`."""
         b, t = hs.shape[0], keys.shape[1]
         h = w = int(round(t**0.5))
         mask_tokens = hs[:, 1 : 1 + self.num_mask_tokens]
@@ -133,8 +186,7 @@ class MaskDecoder(nn.Module):
         logits = self._upscaled_logits(keys.expand(b, -1, -1), hyper)
         # Pixel (4i + 2dy + ey, 4j + 2dx + ex) sits at row (i, j, dy, dx, ey, ex) of `logits`.
         masks = logits.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
-        return masks.reshape(b, k, 4 * h, 4 * w), iou
+        return masks.reshape(b, k, 4 * h, 4 * w)
 
     def _upscaled_logits(self, keys: torch.Tensor, hyper: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """`output_upscaling` of image tokens (B, T, C), then the hypernetwork weights (B, C/8, K):

@@ -88,8 +88,10 @@ class AutomaticMaskGenerator:
     """Whole-image mask proposals from SAM (the reference AMG's parameters and output records).
 
     `mode="exact"` reproduces the reference: every candidate's logits are upscaled to full
-    resolution before the stability score is taken. Only the order of work changes (the
-    IoU filter runs before upscaling, full-resolution logits live a few masks at a time).
+    resolution before the stability score is taken. Only the order of work changes: the
+    IoU filter runs on the IoU head first, so the logits of masks it drops are never computed
+    (the decoder's upscaling network is skipped for points with no surviving candidate), and
+    full-resolution logits live a few masks at a time.
 
     `mode="fast"`, the serving default, decides on the low-resolution (256x256) logits
     first: after the IoU filter, the stability score is estimated on the part of the
@@ -214,11 +216,11 @@ class AutomaticMaskGenerator:
     ) -> MaskSet:
         """One batch of grid points (crop pixels) -> surviving masks, already RLE-encoded."""
         crop_hw, input_size = embedding.original_size, embedding.input_size
-        logits, iou = decode(scale_coords(points, crop_hw, input_size))
-        n_out = logits.shape[0] // len(points)
-        prompts = torch.as_tensor(points).repeat_interleave(n_out, dim=0)
-        keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        logits, iou, prompts = logits[keep.to(logits.device)], iou[keep], prompts[keep]
+        # The reference filters on predicted IoU only when the threshold is positive.
+        min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0 else None
+        iou, keep, logits = decode(scale_coords(points, crop_hw, input_size), min_iou)
+        prompts = torch.as_tensor(points).repeat_interleave(len(iou) // len(points), dim=0)
+        iou, prompts = iou[keep], prompts[keep]
         if self.mode == "fast" and self.stability_score_thresh > 0:
             # Sure losers go before any upscaling; the margin covers the low-res estimate's error.
             estimate = self._low_res_stability(logits, input_size).cpu()
@@ -329,22 +331,27 @@ class _CropDecoder:
         self.dense_pe = dense_pe
         self.context: Any = None
 
-    def __call__(self, input_points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points in the encoder's input frame -> (B*3, 256, 256) logits (on the model's device)
-        and (B*3,) IoU (on CPU), point-major."""
+    def __call__(self, input_points: np.ndarray, min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Points in the encoder's input frame -> (B*3,) IoU (on CPU), which of them are above
+        `min_iou` (all when None), and the logits (kept, 256, 256) of those only (on the
+        model's device); point-major order."""
         coords = torch.as_tensor(input_points, device=self.features.device)[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.features.device)
         sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         decoder = self.sam.mask_decoder
-        if hasattr(decoder, "prepare"):
+        if hasattr(decoder, "forward_prepared_above"):
             if self.context is None:
                 self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
-            logits, iou = decoder.forward_prepared(self.context, sparse, multimask_output=True)
+            iou, kept, logits = decoder.forward_prepared_above(self.context, sparse, True, min_iou)
+            kept = kept.flatten().cpu()
         else:
             logits, iou = decoder(image_embeddings=self.features, image_pe=self.dense_pe,
                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                   multimask_output=True)
-        return logits.flatten(0, 1).float(), iou.flatten(0, 1).float().cpu()
+            iou = iou.flatten().cpu()
+            kept = torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
+            logits = logits.flatten(0, 1)[kept.to(logits.device)]
+        return iou.flatten().float().cpu(), kept, logits.float()
 
 
 def _zeros(n: int) -> torch.Tensor:

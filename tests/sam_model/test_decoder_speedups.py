@@ -72,7 +72,8 @@ def test_batch_on_one_shared_image_matches_official(tiny_pair, n_points: int) ->
     """AMG's call: one image (batch 1), a broadcast "no mask" dense prompt, many prompt sets;
     the prepared path takes the same batch against a batch-1 context."""
     ref, ours, _ = tiny_pair
-    sparse, dense = ref.prompt_encoder(points=_points(n_points, batch=3, seed=4), boxes=None, masks=None)
+    # 9 prompt sets: more than one CPU chunk of the prepared path, the last one partial.
+    sparse, dense = ref.prompt_encoder(points=_points(n_points, batch=9, seed=4), boxes=None, masks=None)
     assert dense.stride(0) == 0
     pe = ref.prompt_encoder.get_dense_pe()
     args = dict(image_embeddings=_image(2), image_pe=pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
@@ -84,6 +85,27 @@ def test_batch_on_one_shared_image_matches_official(tiny_pair, n_points: int) ->
     got_masks, got_iou = ours.mask_decoder.forward_prepared(context, sparse, True)
     torch.testing.assert_close(got_masks, want_masks, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(got_iou, want_iou, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("keep", ["some", "none", "all"])
+@torch.inference_mode()
+def test_iou_filtered_decode_computes_exactly_the_kept_masks(tiny_pair, keep: str) -> None:
+    """AMG's call: only masks with predicted IoU above the floor get logits, equal to the
+    official decoder's for those masks, in point-major order."""
+    ref, ours, _ = tiny_pair
+    sparse, dense = ref.prompt_encoder(points=_points(1, batch=10, seed=7), boxes=None, masks=None)
+    pe = ref.prompt_encoder.get_dense_pe()
+    want_masks, want_iou = ref.mask_decoder(image_embeddings=_image(3), image_pe=pe, sparse_prompt_embeddings=sparse,
+                                            dense_prompt_embeddings=dense, multimask_output=True)
+    floor = {"some": float(want_iou.median()), "none": float(want_iou.max()) + 1, "all": None}[keep]
+    context = ours.mask_decoder.prepare(_image(3), pe, dense[:1])
+    iou, kept, logits = ours.mask_decoder.forward_prepared_above(context, sparse, True, floor)
+    torch.testing.assert_close(iou, want_iou, atol=1e-5, rtol=1e-5)
+    expected = torch.ones_like(kept) if floor is None else want_iou > floor
+    assert torch.equal(kept, expected)
+    assert {"some": 0 < int(kept.sum()) < kept.numel(), "none": not kept.any(), "all": bool(kept.all())}[keep]
+    assert logits.shape == (int(kept.sum()), 256, 256)
+    torch.testing.assert_close(logits, want_masks[kept], atol=ATOL, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
