@@ -1,7 +1,7 @@
 """SAM's mask decoder: image + prompt embeddings -> low-res mask logits and IoU estimates."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ class MaskDecoder(nn.Module):
             ious.append(iou)
             kept.append(keep)
         if not logits:
-            side = 4 * int(round(context.keys.shape[1] ** 0.5))
+            side = 4 * round(context.keys.shape[1] ** 0.5)
             logits.append(context.keys.new_zeros(0, side, side))
         return torch.cat(ious), torch.cat(kept), torch.cat(logits)
 
