@@ -16,6 +16,7 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from backend.allocator import keep_freed_memory
 from backend.auth import check_basic_auth
 from backend.auto_annotate import AutoAnnotator, PredictAutoAnnotator, options_from_setting
 from backend.auto_annotate_routes import auto_annotate_blueprint
@@ -23,6 +24,7 @@ from backend.cache import EmbeddingCache
 from backend.engine import RETRY_AFTER_S, Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BackendError, BadRequest, Overloaded, Unauthorized
 from backend.images import ImageFetcher, ImageRef, load_image, resolve_image_ref
+from backend.json_provider import OrjsonProvider
 from backend.logits_store import LogitsStore
 from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
@@ -82,6 +84,9 @@ class LabelStudioImages:
 
 def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[SamBackend, LabelStudioImages]:
     """The model object with its collaborators, built from settings (no weights loaded yet)."""
+    # Process-wide, and here because every process that serves the model (gunicorn worker,
+    # RQ worker, CLI) builds it through this function.
+    keep_freed_memory(settings.cpu_memory_keep_mb)
     metrics = Metrics()
     spec = spec_for(engine) if engine is not None else engine_spec(settings)
     serving = ServingEngine(spec, on_encode=metrics.encoder_seconds.observe, on_decode=metrics.decoder_seconds.observe)
@@ -113,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         raise
     metrics = backend.metrics
     app = Flask("sam_backend")
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["sam_backend"] = backend
     app.register_blueprint(auto_annotate_blueprint(settings, backend.engine.model_id))

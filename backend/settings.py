@@ -62,6 +62,7 @@ class Settings:
     port: int = 9090
     workers: int = 1
     threads: int = 8
+    cpu_memory_keep_mb: int = 256  # freed memory kept for reuse (glibc); 0 = allocator defaults
     # Auto-annotate
     auto_annotate_on_predict: bool = False
     auto_annotate_max_sync_tasks: int = 4
