@@ -3,9 +3,9 @@
 A click allocates and frees the same few tens of MiB every time (the decoder's image-sized
 tensors, the upscaled mask). glibc's defaults hand such blocks back to the kernel (mmap for
 large ones, heap trimming for the rest) and the next request faults every page in again:
-~3000 page faults per vit_b click here, a third of the decoder's time. Raising the mmap and
-trim thresholds keeps up to CPU_MEMORY_KEEP_MB of freed memory for reuse instead. Not glibc
-(musl, macOS): nothing to do.
+~5500 page faults per vit_b click on the 2-core VM, which made it 1.3x slower
+(bench/bench_allocator.py). Raising the mmap and trim thresholds keeps up to
+CPU_MEMORY_KEEP_MB of freed memory for reuse instead. Not glibc (musl, macOS): nothing to do.
 """
 from __future__ import annotations
 
