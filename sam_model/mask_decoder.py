@@ -14,6 +14,11 @@ from .transformer import ImageContext
 CPU_PROMPT_CHUNK = 4
 
 
+def iou_above(iou: torch.Tensor, min_iou: float | None) -> torch.Tensor:
+    """Which predicted IoUs pass an AMG-style filter: all when `min_iou` is None (NaN included)."""
+    return torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
+
+
 class MLP(nn.Module):
     """`num_layers` linear layers with ReLU between them (hypernetworks and the IoU head)."""
 
@@ -115,7 +120,7 @@ class MaskDecoder(nn.Module):
         ious, kept, logits = [], [], []
         for hs, keys in self._prepared_chunks(context, sparse_prompt_embeddings):
             iou = self._iou(hs, outputs)
-            keep = torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
+            keep = iou_above(iou, min_iou)
             rows = keep.any(dim=1)
             if bool(rows.all()):
                 logits.append(self._mask_logits(hs, keys, outputs)[keep])

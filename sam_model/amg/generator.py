@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..embedding import ImageEmbedding
+from ..mask_decoder import iou_above
 from ..transforms import scale_coords
 from .grid import crop_boxes, layer_point_grids
 from .masks import (
@@ -343,15 +344,13 @@ class _CropDecoder:
             if self.context is None:
                 self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
             iou, kept, logits = decoder.forward_prepared_above(self.context, sparse, True, min_iou)
-            kept = kept.flatten().cpu()
         else:
             logits, iou = decoder(image_embeddings=self.features, image_pe=self.dense_pe,
                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                   multimask_output=True)
-            iou = iou.flatten().cpu()
-            kept = torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
-            logits = logits.flatten(0, 1)[kept.to(logits.device)]
-        return iou.flatten().float().cpu(), kept, logits.float()
+            kept = iou_above(iou, min_iou)
+            logits = logits[kept]
+        return iou.flatten().float().cpu(), kept.flatten().cpu(), logits.float()
 
 
 def _zeros(n: int) -> torch.Tensor:
