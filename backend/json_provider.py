@@ -18,8 +18,11 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 class OrjsonProvider(DefaultJSONProvider):
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj, default=self.default, option=_OPTIONS).decode()
+        return self._bytes(obj).decode()
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default, option=_OPTIONS)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        """The body as orjson's bytes, without the str round trip of the default response."""
+        return self._app.response_class(self._bytes(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype)
+
+    def _bytes(self, obj: Any) -> bytes:
+        return orjson.dumps(obj, default=self.default, option=_OPTIONS)
