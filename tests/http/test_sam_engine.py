@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 
 from backend.prompts import parse_context
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
 from tests.http.conftest import SAMPLE_IMAGES, ls_env, sample, scene
 from tests.http.test_protocol import brush_mask, click, predict_body, task_of
+from tests.torch_threads import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,6 @@ def server(fake_ls, redis_server, start_backend, tiny_checkpoint):
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint):
     """The same predictor in this process; its own embeddings, one thread like the server."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     predictor = SamPredictor(load_sam("tiny", str(tiny_checkpoint), device="cpu"), "reference")
     embeddings: dict[int, object] = {}
 
@@ -40,8 +38,8 @@ def reference(tiny_checkpoint):
         return predictor.decode(embeddings[id(image)], point_coords=prompt.point_coords,
                                 point_labels=prompt.point_labels, box=prompt.box, **kw)
 
-    yield decode
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield decode
 
 
 def test_health_names_the_sam_model(server, tiny_checkpoint):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
 from tests.integration.conftest import BRUSH_CONFIG, POLYGON_CONFIG, REPO, backend_env, sam_env
 from tests.integration.support import IMAGES, assert_valid_polygon_region, brush_mask, image_bytes, polygon_mask
+from tests.torch_threads import torch_threads
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
 # 2x2 points: the full-size mask decoder costs ~0.5 s per point on this loaded 2-core box.
@@ -91,12 +91,10 @@ def run_cli(ls, redis_server, checkpoint: Path, project: int, options: dict) -> 
 @pytest.fixture(scope="module")
 def amg_reference(tiny_checkpoint):
     """AMG in this process with the worker's settings (one torch thread, fast mode, fp32 embedding)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     predictor = SamPredictor(load_sam("tiny", str(tiny_checkpoint), device="cpu"), "reference")
     generator = AutomaticMaskGenerator(predictor, output_mode="binary_mask", mode="fast", **AMG_OPTIONS)
-    yield generator
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield generator
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from backend.grabcut import GrabCutEngine
 from sam_model.checkpoint import load_sam
@@ -29,6 +28,7 @@ from tests.integration.support import (
     prompt_arrays,
     rectangle,
 )
+from tests.torch_threads import torch_threads
 
 
 def setup_project(ls, backend_url: str, title: str) -> dict:
@@ -158,11 +158,8 @@ def sam_project(label_studio, sam_backend) -> dict:
 
 @pytest.fixture(scope="module")
 def sam_reference(tiny_checkpoint: Path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    predictor = SamPredictor(load_sam("tiny", str(tiny_checkpoint), device="cpu"), "reference")
-    yield predictor
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield SamPredictor(load_sam("tiny", str(tiny_checkpoint), device="cpu"), "reference")
 
 
 @pytest.mark.parametrize("image", ["upload1.png", "local0.png"])

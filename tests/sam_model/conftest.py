@@ -1,6 +1,7 @@
 """Fixtures: the official implementation (test-only oracle) with fully random weights."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from sam_model.checkpoint import load_sam
 from tests.oracle import official_sam
+from tests.torch_threads import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,10 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module
     torch.save(ref.state_dict(), path)
     ours = load_sam("tiny", str(path), device="cpu")
     return ref, ours, path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For the modules that use it: one intra-op thread while the module runs."""
+    with torch_threads(1):
+        yield

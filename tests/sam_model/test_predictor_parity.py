@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from tests.oracle import official_sam
 
 SCORE_ATOL = 1e-4
 MIN_IOU = 0.999
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load_pair(tmp_path: Path, model_type: str, seed: int, std: float) -> tuple[RefPredictor, SamPredictor]:
@@ -89,15 +89,6 @@ def check_parity(ref: RefPredictor, ours: SamPredictor, image: np.ndarray) -> No
             assert_same(one, ref_masks[best : best + 1], ref_scores[best : best + 1], ref_low[best : best + 1])
             ref_single = ref.predict(**kwargs, multimask_output=False)
             assert_same(ours.decode(emb, **kwargs, multimask=False), *ref_single)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """On a shared, oversubscribed CPU, 1 intra-op thread runs these small models ~3x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
