@@ -38,6 +38,7 @@ class Settings:
     max_image_pixels: int = 100_000_000
     max_image_bytes: int = 100 * 1024 * 1024
     fetch_timeout_s: float = 30.0
+    download_deadline_s: float = 60.0  # whole download (all redirects, every byte), not one read
     allow_private_image_urls: bool = False
     # Request limits
     max_request_bytes: int = 10 * 1024 * 1024
@@ -45,7 +46,7 @@ class Settings:
     max_prompt_boxes: int = 16
     max_tasks_per_request: int = 1000
     # Embedding cache
-    redis_url: str = ""
+    redis_url: str = ""  # embedding cache (wants allkeys-lru)
     embedding_cache_mb: int = 512
     embedding_ttl_s: int = 7 * 24 * 3600
     embedding_lock_timeout_s: float = 120.0
@@ -67,9 +68,15 @@ class Settings:
     auto_annotate_on_predict: bool = False
     auto_annotate_max_sync_tasks: int = 4
     auto_annotate_options: str = ""  # JSON options for AUTO_ANNOTATE_ON_PREDICT, as POST /auto-annotate takes
+    queue_redis_url: str = ""  # jobs, runs, what /setup said; must not evict. Empty: REDIS_URL
     rq_queue: str = "sam-auto-annotate"
     job_retries: int = 3
     job_timeout_s: int = 1800
+
+    @property
+    def job_redis_url(self) -> str:
+        """Where jobs, runs and shared state live: QUEUE_REDIS_URL, else the cache's REDIS_URL."""
+        return self.queue_redis_url or self.redis_url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
