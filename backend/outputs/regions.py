@@ -1,6 +1,6 @@
 """Masks -> Label Studio result dicts (brushlabels, polygonlabels, rectanglelabels).
 
-Field sets follow what LS 1.23 stores (see shared/ls-samples/stored_prediction_task.json):
+Field sets follow what LS 1.23 stores (see tests/fixtures/ls-samples/stored_prediction_task.json):
 ``id, type, from_name, to_name, original_width, original_height, image_rotation, value``,
 plus ``score`` (LS shows a per-region score) and ``readonly: false`` so the annotator can
 edit the region. Brush masks must be at the original image size (the RLE has no size of

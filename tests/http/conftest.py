@@ -1,6 +1,6 @@
 """HTTP test fixtures: a fake Label Studio serving task images, real gunicorn backends, real Redis.
 
-The sample requests in ../shared/ls-samples point at an LS host that does not exist here;
+The sample requests in tests/fixtures/ls-samples point at an LS host that does not exist here;
 `FakeLabelStudio` serves their image paths (and counts every request, so tests can prove a
 cached click fetched nothing). Backends are real `gunicorn` processes started from the repo's
 gunicorn.conf.py, one per module where possible, because only a real server shows forking,
