@@ -19,20 +19,12 @@ SAM_CHECKPOINT ?=
 PYTEST_ARGS ?=
 TEST_PACKAGES := redis-server docker-compose
 
-export SAM_ENGINE SAM_MODEL
+export SAM_ENGINE SAM_MODEL SAM_CHECKPOINT
 
 .PHONY: run test checkpoint bench system-packages clean
 
 run: $(VENV)/.runtime-stamp
-	@if [ "$(SAM_ENGINE)" = grabcut ]; then \
-	  echo "SAM_ENGINE=grabcut: classical OpenCV GrabCut, not SAM; no checkpoint needed"; \
-	elif [ -n "$(SAM_CHECKPOINT)" ]; then \
-	  [ -f "$(SAM_CHECKPOINT)" ] || { echo "make run: SAM_CHECKPOINT=$(SAM_CHECKPOINT) does not exist" >&2; exit 1; }; \
-	elif ! $(BIN)/python -m sam_model.download $(SAM_MODEL); then \
-	  echo "make run: no $(SAM_MODEL) checkpoint, so SAM cannot start (see above for where to put the file)." >&2; \
-	  echo "make run: to try the weights-free engine instead: SAM_ENGINE=grabcut make run" >&2; \
-	  exit 1; \
-	fi
+	$(BIN)/python -m backend.preflight
 	exec $(BIN)/gunicorn -c gunicorn.conf.py _wsgi:app
 
 # The integration tests run a real Label Studio from its own cached venv (installed once, ~5 min),
@@ -78,7 +70,7 @@ system-packages:
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing$$missing (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  bash tests/apt_install.sh $$missing; \
 	else \
 	  echo "make test needs$$missing: install it (e.g. sudo apt-get install$$missing) and run again" >&2; \
 	  exit 1; \

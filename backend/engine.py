@@ -21,9 +21,10 @@ import torch
 from backend.errors import BackendError, Overloaded
 from backend.grabcut import GrabCutEngine
 from backend.settings import Settings
-from sam_model.checkpoint import load_sam
+from sam_model.checkpoint import DEVICES, load_sam
 from sam_model.embedding import ImageEmbedding
-from sam_model.predictor import DecodeResult, SamPredictor
+from sam_model.predictor import PRECISIONS, DecodeResult, SamPredictor
+from sam_model.quantize import QUANTIZE_MODES
 from sam_model.registry import OFFICIAL_CHECKPOINTS
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Engine(Protocol):
 
     def decode(self, embedding: ImageEmbedding, **prompts: Any) -> DecodeResult: ...
 
+    def check_embedding(self, embedding: ImageEmbedding) -> None: ...  # ValueError unless encode could have made it
+
 
 class EngineUnavailable(BackendError):
     """The configured engine cannot be built (missing checkpoint, bad model name)."""
@@ -57,19 +60,32 @@ class EngineSpec:
     factory: Callable[[], Engine] = field(repr=False)
 
 
+def check_engine_choice(settings: Settings) -> None:
+    """Validate the names in SAM_ENGINE / SAM_MODEL (and, for SAM, device and precision) before
+    anything looks for a file, so a typo is reported as a typo, not as a missing checkpoint."""
+    if settings.sam_engine not in ("sam", "grabcut"):
+        raise EngineUnavailable(f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut")
+    if settings.sam_engine == "grabcut":
+        return
+    if settings.sam_model not in SAM_MODEL_TYPES:
+        raise EngineUnavailable(f"SAM_MODEL={settings.sam_model!r} is not a SAM model", "set SAM_MODEL to vit_b, vit_l or vit_h")
+    for name, value, allowed in (("SAM_DEVICE", settings.sam_device, DEVICES),
+                                 ("SAM_PRECISION", settings.sam_precision, ("auto", *PRECISIONS)),
+                                 ("SAM_QUANTIZE", settings.sam_quantize, QUANTIZE_MODES)):
+        if value not in allowed:
+            raise EngineUnavailable(f"{name}={value!r} is not one of {', '.join(allowed)}", f"set {name} to one of them")
+
+
 def engine_spec(settings: Settings) -> EngineSpec:
     """Validate SAM_ENGINE / SAM_MODEL / SAM_CHECKPOINT without loading anything heavy."""
+    check_engine_choice(settings)
     if settings.sam_engine == "grabcut":
         return EngineSpec(
             model_id=GrabCutEngine.model_id,
             info={"engine": "grabcut", "note": "classical OpenCV GrabCut, not SAM; no weights needed"},
             factory=GrabCutEngine,
         )
-    if settings.sam_engine != "sam":
-        raise EngineUnavailable(f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut")
     model_type = settings.sam_model
-    if model_type not in SAM_MODEL_TYPES:
-        raise EngineUnavailable(f"SAM_MODEL={model_type!r} is not a SAM model", "set SAM_MODEL to vit_b, vit_l or vit_h")
     checkpoint = Path(settings.sam_checkpoint) if settings.sam_checkpoint else _default_checkpoint(model_type)
     if not checkpoint.is_file():
         raise EngineUnavailable(
@@ -160,6 +176,10 @@ class ServingEngine:
             embedding = engine.encode(image)
         self._on_encode(time.perf_counter() - started)
         return embedding
+
+    def check_embedding(self, embedding: ImageEmbedding) -> None:
+        """ValueError unless the engine could have made `embedding` (a stored one may be stale or foreign)."""
+        self.load().check_embedding(embedding)
 
     def decode(self, embedding: ImageEmbedding, **prompts: Any) -> DecodeResult:
         engine = self.load()
