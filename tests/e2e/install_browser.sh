@@ -2,26 +2,26 @@
 # What the browser test (tests/e2e) needs: Debian's chromium and playwright-core from npm.
 #
 # playwright-core never downloads a browser (it drives /usr/bin/chromium), so nothing but the
-# npm package comes from the network. As root, a missing chromium is installed with apt-get;
-# otherwise the script names the package and stops. Node.js >= 18 and npm must be there.
+# npm package comes from the network. As root, a missing chromium, Node.js or npm is installed
+# with apt-get (waiting for another apt that holds the lock); otherwise the script names the
+# packages and stops.
 # Idempotent: seconds when everything is installed.
 #
 #   bash tests/e2e/install_browser.sh
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
-if ! command -v chromium >/dev/null 2>&1; then
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    echo "installing$missing (apt-get)"
+    bash "$HERE/../apt_install.sh" $missing
   else
-    echo "the browser test needs chromium: install it (e.g. sudo apt-get install chromium) and run again" >&2
+    echo "the browser test needs$missing: install it (e.g. sudo apt-get install$missing) and run again" >&2
     exit 1
   fi
-fi
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "the browser test needs Node.js >= 18 and npm (e.g. sudo apt-get install nodejs npm)" >&2
-  exit 1
 fi
 
 # npm ci when the lock file changed since the last install (npm writes node_modules/.package-lock.json).
