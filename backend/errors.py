@@ -65,3 +65,10 @@ class Overloaded(BackendError):
 
     status, code = 503, "overloaded"
     retryable = True
+
+
+class DownloadTimeout(BackendError):
+    """An image download (every redirect, the LS presign call, every byte) outlasted its deadline."""
+
+    status, code = 504, "image_download_timeout"
+    retryable = True

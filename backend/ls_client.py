@@ -1,8 +1,11 @@
 """A small Label Studio API client: the only code that holds and sends LS credentials.
 
-Credentials go to the LS host only. Every request is made with redirects off and LS-internal
-redirects followed by hand, so a redirect to another host (the presign endpoint's 303 to S3/GCS/
-Azure) is handed back to the caller, never followed with our Authorization header attached.
+Credentials go to the LS host only: the LS URL is parsed strictly once (backend.urls), and a
+request carries them only when its own strictly parsed URL has the same (scheme, host, port);
+the string sent is rebuilt from those parts, so the check and the connection cannot disagree.
+Redirects are off in requests and followed by backend.transport.follow_redirects: LS-internal
+ones with credentials; one to another host is handed back to the caller, never followed with our
+Authorization header attached.
 
 Tokens (Label Studio 1.23):
 - a legacy API token (40 hex chars, Account & Settings -> Legacy Token) is sent as
@@ -22,18 +25,17 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Iterator
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Iterator
+from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from backend.errors import BackendError, ImageFetchError, PayloadTooLarge
+from backend.errors import BackendError
+from backend.transport import DeadlineAdapter, bare_session, follow_redirects
+from backend.urls import HttpUrl, UrlError, has_scheme, parse_http_url
 
 log = logging.getLogger(__name__)
 
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 5
 _REFRESH_SKEW_S = 30.0
 AUTH_FIX = (
     "Set LABEL_STUDIO_API_KEY to a valid token of a user with access to the project "
@@ -55,17 +57,6 @@ class LabelStudioAuthError(LabelStudioError):
 
     code = "label_studio_unauthorized"
     retryable = False
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) with the scheme's default port filled in: what 'the same host' means."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
 
 
 def jwt_claims(token: str) -> dict | None:
@@ -90,17 +81,22 @@ class LabelStudioClient:
         api_key: str = "",
         access_token: str = "",
         timeout: float = 30.0,
-        session: requests.Session | None = None,
     ):
-        base_url = base_url.strip().rstrip("/")
-        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
+        try:
+            self.base = parse_http_url(base_url.strip().rstrip("/"), "the Label Studio URL")
+        except UrlError as exc:
             raise BackendError(
-                f"Label Studio URL {base_url!r} is not an absolute http(s) URL",
+                exc.message,
                 "Set LABEL_STUDIO_URL to the address this backend reaches Label Studio at, "
                 "e.g. http://label-studio:8080",
                 code="bad_label_studio_url",
+            ) from None
+        if "?" in self.base.target:
+            raise BackendError(
+                f"the Label Studio URL {self.base.shown} has a query", "Give Label Studio's base URL only",
+                code="bad_label_studio_url",
             )
-        self.base_url = base_url
+        self.base_url = self.base.url.rstrip("/")  # for messages and joining paths
         self.timeout = timeout
         self._key = api_key.strip() or access_token.strip()
         claims = jwt_claims(self._key) if self._key else None
@@ -110,26 +106,22 @@ class LabelStudioClient:
         self._access = ""
         self._access_exp = 0.0
         self._lock = threading.Lock()
-        self.session = session or requests.Session()
-        # No .netrc or proxy env: netrc auth would silently replace our Authorization header.
-        self.session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = bare_session(DeadlineAdapter(pool_connections=4, pool_maxsize=16))
 
     # ---- addressing -------------------------------------------------------------------------
 
-    def is_ls_url(self, url: str) -> bool:
+    def is_ls_url(self, url: HttpUrl) -> bool:
         """True when `url` is on the LS host (same scheme, host and port), where credentials may go."""
-        return origin(url) == origin(self.base_url)
+        return url.origin == self.base.origin
 
-    def url(self, path_or_url: str) -> str:
-        """Absolute URL on the LS host; refuses anything else so credentials cannot leak."""
-        if not urlsplit(path_or_url).scheme:  # a path (even "//host/x") stays on the LS host
-            return self.base_url + "/" + path_or_url.lstrip("/")
-        if not self.is_ls_url(path_or_url):
+    def target(self, path_or_url: str | HttpUrl) -> HttpUrl:
+        """The URL on the LS host for a path or URL; refuses anything else so credentials cannot leak."""
+        if isinstance(path_or_url, str) and not has_scheme(path_or_url):  # a path (even "//host/x") stays here
+            return parse_http_url(self.base_url + "/" + path_or_url.lstrip("/"), "the Label Studio path")
+        url = path_or_url if isinstance(path_or_url, HttpUrl) else parse_http_url(path_or_url)
+        if not self.is_ls_url(url):
             raise ValueError("LabelStudioClient only talks to the Label Studio host")
-        return path_or_url
+        return url
 
     # ---- auth -------------------------------------------------------------------------------
 
@@ -145,7 +137,7 @@ class LabelStudioClient:
 
     def _refresh(self) -> None:
         """Exchange the personal access token for an access JWT (caller holds the lock)."""
-        url = self.base_url + "/api/token/refresh/"
+        url = self.target("/api/token/refresh/").url
         if self._pat_exp and time.time() > self._pat_exp:
             raise LabelStudioAuthError("the personal access token in LABEL_STUDIO_API_KEY has expired", AUTH_FIX)
         try:
@@ -179,6 +171,7 @@ class LabelStudioClient:
     # ---- requests ---------------------------------------------------------------------------
 
     def _unreachable(self, method: str, url: str, exc: Exception) -> LabelStudioError:
+        """`url` as it may be shown (no secrets)."""
         kind = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
         return LabelStudioError(
             f"Label Studio {kind}: {method} {url} ({type(exc).__name__})",
@@ -186,47 +179,47 @@ class LabelStudioClient:
             "this backend, e.g. http://label-studio:8080 inside docker compose, not localhost",
         )
 
-    def open(self, method: str, path_or_url: str, **kw: Any) -> requests.Response:
-        """One authenticated request; LS-internal redirects followed, a foreign redirect returned.
+    def send(self, method: str, url: HttpUrl, **kw: Any) -> requests.Response:
+        """One authenticated request to the LS host, redirects not followed.
 
-        Retries once with a fresh access token on 401 (personal access tokens). A redirect to the
-        LS login page or a remaining 401/403 raises LabelStudioAuthError. Other statuses are
-        returned as they are: callers decide what a 404 means.
+        Retries once with a fresh access token on 401 (personal access tokens). A remaining
+        401/403, or being sent to the LS login page (where LS redirects a refused token), raises
+        LabelStudioAuthError. Other statuses are returned as they are: callers decide what a 404 means.
         """
-        url = self.url(path_or_url)
+        url = self.target(url)
+        if url.path.startswith(self.base.path.rstrip("/") + "/user/login"):
+            raise LabelStudioAuthError(
+                f"Label Studio redirected {method} to its login page ({url.shown}): the token was not accepted",
+                AUTH_FIX,
+            )
         kw.setdefault("timeout", self.timeout)
         kw["allow_redirects"] = False
-        refreshed = False
-        for _ in range(_MAX_REDIRECTS + 1):
-            try:
-                resp = self.session.request(method, url, headers=self._auth_header(), **kw)
-                if resp.status_code == 401 and self._pat and not refreshed:
-                    resp.close()
-                    refreshed = True
-                    resp = self.session.request(method, url, headers=self._auth_header(force_refresh=True), **kw)
-            except requests.RequestException as exc:
-                raise self._unreachable(method, url, exc) from None
-            if resp.status_code in (401, 403):
+        try:
+            resp = self.session.request(method, url.url, headers=self._auth_header(), **kw)
+            if resp.status_code == 401 and self._pat:
                 resp.close()
-                hint = "" if self._key else " (no token configured)"
-                raise LabelStudioAuthError(
-                    f"Label Studio refused {method} {url} (HTTP {resp.status_code}){hint}", AUTH_FIX
-                )
-            if resp.status_code not in _REDIRECTS or "Location" not in resp.headers:
-                return resp
-            target = urljoin(url, resp.headers["Location"])
-            if not self.is_ls_url(target):
-                return resp
+                resp = self.session.request(method, url.url, headers=self._auth_header(force_refresh=True), **kw)
+        except requests.RequestException as exc:
+            raise self._unreachable(method, url.shown, exc) from None
+        if resp.status_code in (401, 403):
             resp.close()
-            if urlsplit(target).path.startswith("/user/login"):
-                raise LabelStudioAuthError(
-                    f"Label Studio redirected {method} {url} to its login page: the token was not accepted",
-                    AUTH_FIX,
-                )
-            if resp.status_code == 303:
-                method, kw = "GET", {k: v for k, v in kw.items() if k not in ("json", "data")}
-            url = target
-        raise LabelStudioError(f"too many redirects from {method} {url}", "Check the Label Studio URL", retryable=False)
+            hint = "" if self._key else " (no token configured)"
+            raise LabelStudioAuthError(
+                f"Label Studio refused {method} {url.shown} (HTTP {resp.status_code}){hint}", AUTH_FIX
+            )
+        return resp
+
+    def open(self, method: str, path_or_url: str | HttpUrl, **kw: Any) -> requests.Response:
+        """An authenticated request (see `send`) with LS-internal redirects followed; a redirect
+        to another host is returned, not followed."""
+
+        def send(hop_method: str, url: HttpUrl, with_credentials: bool) -> requests.Response:
+            # with_credentials is always True here: leave_trusted=False stops before any other host.
+            hop_kw = kw if hop_method == method else {k: v for k, v in kw.items() if k not in ("json", "data")}
+            return self.send(hop_method, url, **hop_kw)
+
+        resp, _ = follow_redirects(method, self.target(path_or_url), send, trusted=self.is_ls_url, leave_trusted=False)
+        return resp
 
     def _checked(self, method: str, path_or_url: str, **kw: Any) -> requests.Response:
         resp = self.open(method, path_or_url, **kw)
@@ -245,31 +238,15 @@ class LabelStudioClient:
         """GET on the LS host; raises LabelStudioError for any non-2xx answer."""
         return self._checked("GET", path_or_url, **kw)
 
-    def download(self, url: str, max_bytes: int | None = None) -> bytes:
-        """The body of an LS URL (uploads, local files, storage proxy), optionally capped."""
-        return read_capped(self.get(url, stream=True), max_bytes, url)
-
-    def presign(self, task_id: int, uri: str) -> str:
-        """The URL to fetch a cloud URI (s3://, gs://, azure-blob://) of a task from.
+    def presign_url(self, task_id: int, uri: str) -> HttpUrl:
+        """Where LS serves a cloud URI (s3://, gs://, azure-blob://) of a task.
 
         LS answers /tasks/<id>/presign/?fileuri=<urlsafe base64 of the URI, padded> with a 303 to
-        the presigned URL, which is returned (fetch it WITHOUT LS credentials); for storages with
-        presign off LS streams the bytes itself (200), and the LS endpoint URL is returned.
+        the presigned URL (to fetch WITHOUT LS credentials), or, for storages with presign off,
+        streams the bytes itself (200).
         """
         fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
-        endpoint = f"{self.base_url}/tasks/{int(task_id)}/presign/?fileuri={fileuri}"
-        resp = self.open("GET", endpoint, stream=True)
-        resp.close()
-        if resp.status_code in _REDIRECTS and "Location" in resp.headers:
-            return urljoin(endpoint, resp.headers["Location"])
-        if resp.status_code == 200:
-            return endpoint
-        raise LabelStudioError(
-            f"Label Studio could not presign {uri} for task {task_id} (HTTP {resp.status_code} from {endpoint})",
-            "Check that the project has a cloud storage connected that covers this URI and that "
-            "its credentials in Label Studio are valid",
-            retryable=resp.status_code >= 500,
-        )
+        return self.target(f"/tasks/{int(task_id)}/presign/?fileuri={fileuri}")
 
     # ---- API ----------------------------------------------------------------------------------
 
@@ -318,29 +295,3 @@ class LabelStudioClient:
                 "Check that the token's user may manage predictions in this project",
                 retryable=resp.status_code >= 500,
             )
-
-
-def read_capped(resp: requests.Response, max_bytes: int | None, shown_url: str) -> bytes:
-    """Read a streamed body, giving up (413) as soon as it exceeds max_bytes; closes the response."""
-    with resp:
-        declared = resp.headers.get("Content-Length", "")
-        too_large = PayloadTooLarge(
-            f"{shown_url} is larger than MAX_IMAGE_BYTES={max_bytes}",
-            "Downscale or recompress the image, or raise MAX_IMAGE_BYTES",
-        )
-        if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise too_large
-        chunks, size = [], 0
-        try:
-            for chunk in resp.iter_content(64 * 1024):
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise too_large
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise ImageFetchError(
-                f"the transfer of {shown_url} broke off ({type(exc).__name__})",
-                "Retry; if it persists, check the network between this backend and that host",
-                retryable=True,
-            ) from None
-    return b"".join(chunks)

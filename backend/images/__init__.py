@@ -5,21 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from backend.images.decode import decode_image
-from backend.images.fetch import ImageFetcher, fetch_image_bytes
-from backend.images.refs import ForbiddenImage, ImageRef, resolve_image_ref, shown_url
+from backend.images.fetch import ImageFetcher
+from backend.images.refs import ForbiddenImage, ImageRef, resolve_image_ref
 
 __all__ = [
     "ForbiddenImage",
     "ImageFetcher",
     "ImageRef",
     "decode_image",
-    "fetch_image_bytes",
     "load_image",
     "resolve_image_ref",
-    "shown_url",
 ]
 
 
 def load_image(ref: ImageRef, fetcher: ImageFetcher, *, max_image_pixels: int = 100_000_000) -> np.ndarray:
     """HxWx3 uint8 RGB, EXIF-transposed: shape[:2] is the (height, width) LS reports as original size."""
-    return decode_image(fetch_image_bytes(ref, fetcher), max_pixels=max_image_pixels, source=ref.source)
+    return decode_image(fetcher.fetch(ref), max_pixels=max_image_pixels, source=ref.source)

@@ -1,26 +1,28 @@
-"""Fetch an ImageRef's bytes, with a byte cap, without ever sending LS credentials elsewhere.
+"""Fetch an ImageRef's bytes, with a byte cap and a deadline, never sending LS credentials elsewhere.
 
-Redirects are followed by hand (at most 5 hops). A hop gets LS credentials only while the whole
-chain so far stayed on the LS host; from the first foreign hop on, every request goes through
-the address-checked session (netguard) with no credentials at all.
+Redirects are followed by backend.transport.follow_redirects (at most 5 hops), each Location
+parsed strictly (backend.urls). A hop gets LS credentials only while the whole chain so far
+stayed on the LS host; from the first foreign hop on, every request goes through the
+address-checked session (netguard) with no credentials at all. A cloud URI starts the chain at
+LS's presign endpoint. The whole download (presign, every hop, every byte) runs under one
+DOWNLOAD_DEADLINE_S deadline: past it, a 504.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from backend.errors import ImageFetchError, PayloadTooLarge
+from backend.errors import BackendError, DownloadTimeout, ImageFetchError, PayloadTooLarge
 from backend.images.netguard import AddressPolicy, guarded_session
-from backend.images.refs import ForbiddenImage, ImageRef, shown_url
-from backend.ls_client import LabelStudioClient, origin, read_capped
+from backend.images.refs import ForbiddenImage, ImageRef
+from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.transport import download_deadline, follow_redirects
+from backend.urls import HttpUrl
 
 log = logging.getLogger(__name__)
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_HOPS = 5
 
 
 class ImageFetcher:
@@ -34,14 +36,16 @@ class ImageFetcher:
         max_image_bytes: int = 100 * 1024 * 1024,
         allow_private_image_urls: bool = False,
         timeout: float = 30.0,
+        deadline_s: float = 60.0,
     ):
         self.ls = ls
         self.local_files_root = local_files_root
         self.max_image_bytes = max_image_bytes
         self.timeout = timeout
+        self.deadline_s = deadline_s
         allowed = set()
         if ls is not None:
-            _, host, port = origin(ls.base_url)
+            _, host, port = ls.base.origin
             allowed.add((host, port))
         self.session = guarded_session(AddressPolicy(allow_private_image_urls, allowed))
 
@@ -53,12 +57,34 @@ class ImageFetcher:
             return ref.data
         if ref.kind == "local":
             return self._read_local(ref.path)
+        with download_deadline(self.deadline_s) as deadline:
+            try:
+                return self._download(ref)
+            except (ImageFetchError, LabelStudioError):
+                if not deadline.passed:
+                    raise
+        # The deadline cut the download off (a read or connect failed for lack of time): say so.
+        raise DownloadTimeout(
+            f"downloading {ref.source} took longer than DOWNLOAD_DEADLINE_S={self.deadline_s:g} s",
+            "The image host (or Label Studio) is too slow or stalls: retry, serve the image from a faster "
+            "host, or raise DOWNLOAD_DEADLINE_S",
+        )
+
+    def _download(self, ref: ImageRef) -> bytes:
         if ref.kind == "cloud":
-            url = self._ls(ref).presign(ref.task_id, ref.url)
-            return self._fetch_url(url)
-        if ref.kind == "ls":
-            self._ls(ref)
-        return self._fetch_url(ref.url)
+            start = self._ls(ref).presign_url(ref.task_id, ref.url)
+        else:
+            if ref.kind == "ls":
+                self._ls(ref)
+            start = ref.http  # set by resolve_image_ref for "ls" and "url" refs
+        resp, url = follow_redirects("GET", start, self._send, trusted=self._on_ls, leave_trusted=True)
+        if resp.status_code != 200:
+            resp.close()
+            raise self._status_error(ref, url, resp.status_code)
+        return self._read_body(resp, url)
+
+    def _on_ls(self, url: HttpUrl) -> bool:
+        return self.ls is not None and self.ls.is_ls_url(url)
 
     def _ls(self, ref: ImageRef) -> LabelStudioClient:
         if self.ls is None:
@@ -98,60 +124,68 @@ class ImageFetcher:
             raise self._too_large(path)
         return data
 
-    def _fetch_url(self, url: str) -> bytes:
-        trusted = True  # may the current hop carry LS credentials?
-        for _ in range(_MAX_HOPS + 1):
-            scheme = urlsplit(url).scheme.lower()
-            if scheme not in ("http", "https"):
-                raise ImageFetchError(f"refusing to fetch {shown_url(url)}: not http(s)", "Use an http(s) image URL")
-            trusted = trusted and self.ls is not None and self.ls.is_ls_url(url)
-            log.debug("fetching %s (%s)", shown_url(url), "with LS credentials" if trusted else "anonymous")
-            resp = self._get(url, trusted)
-            if resp.status_code in _REDIRECTS and "Location" in resp.headers:
-                resp.close()
-                url = urljoin(url, resp.headers["Location"])
-                continue
-            if resp.status_code != 200:
-                resp.close()
-                raise self._status_error(url, resp.status_code)
-            return read_capped(resp, self.max_image_bytes, shown_url(url))
-        raise ImageFetchError(f"too many redirects fetching {shown_url(url)}", "Use a direct image URL")
+    def _read_body(self, resp: requests.Response, url: HttpUrl) -> bytes:
+        """Read a streamed body, giving up (413) as soon as it exceeds the cap; closes the response."""
+        with resp:
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self.max_image_bytes:
+                raise self._too_large(url.shown)
+            chunks, size = [], 0
+            try:
+                for chunk in resp.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > self.max_image_bytes:
+                        raise self._too_large(url.shown)
+                    chunks.append(chunk)
+            except requests.RequestException as exc:
+                raise ImageFetchError(
+                    f"the transfer of {url.shown} broke off ({type(exc).__name__})",
+                    "Retry; if it persists, check the network between this backend and that host",
+                    retryable=True,
+                ) from None
+        return b"".join(chunks)
 
-    def _get(self, url: str, trusted: bool) -> requests.Response:
-        if trusted:
-            return self.ls.open("GET", url, stream=True)  # type: ignore[union-attr]
+    def _send(self, method: str, url: HttpUrl, with_credentials: bool) -> requests.Response:
+        """One hop: with LS credentials through the LS client, else anonymous and address-checked."""
+        log.debug("fetching %s (%s)", url.shown, "with LS credentials" if with_credentials else "anonymous")
+        if with_credentials:
+            return self.ls.send(method, url, stream=True)  # type: ignore[union-attr]
         try:
-            return self.session.get(url, stream=True, allow_redirects=False, timeout=self.timeout)
+            return self.session.request(method, url.url, stream=True, allow_redirects=False, timeout=self.timeout)
         except requests.Timeout:
             raise ImageFetchError(
-                f"fetching {shown_url(url)} timed out after {self.timeout:g} s",
+                f"fetching {url.shown} timed out after {self.timeout:g} s",
                 "Check that the image host is reachable from this backend, or raise FETCH_TIMEOUT_S",
                 retryable=True,
             ) from None
         except requests.exceptions.SSLError:
             raise ImageFetchError(
-                f"the TLS certificate of {shown_url(url)} could not be verified",
+                f"the TLS certificate of {url.shown} could not be verified",
                 "Serve the image with a certificate valid for its host name (and a trusted CA)",
             ) from None
         except requests.RequestException as exc:
             raise ImageFetchError(
-                f"cannot reach {shown_url(url)} ({type(exc).__name__})",
+                f"cannot reach {url.shown} ({type(exc).__name__})",
                 "Check that the image host is reachable from this backend (DNS, firewall, proxy)",
                 retryable=True,
             ) from None
 
-    def _status_error(self, url: str, status: int) -> ImageFetchError:
-        where = "Label Studio" if self.ls is not None and self.ls.is_ls_url(url) else "the image host"
+    def _status_error(self, ref: ImageRef, url: HttpUrl, status: int) -> BackendError:
+        retryable = status >= 500 or status in (408, 429)
+        on_ls = self._on_ls(url)
+        if ref.kind == "cloud" and on_ls:
+            return LabelStudioError(
+                f"Label Studio could not presign {ref.source} for task {ref.task_id} (HTTP {status} from {url.shown})",
+                "Check that the project has a cloud storage connected that covers this URI and that "
+                "its credentials in Label Studio are valid",
+                retryable=status >= 500,
+            )
+        where = "Label Studio" if on_ls else "the image host"
         if status == 404:
             fix = "Check that the file still exists (re-import the task or fix its URL)"
         elif status in (401, 403):
             fix = "The image host refused access; presigned URLs may have expired - retry, or make the image readable"
         else:
             fix = f"Retry later; {where} failed"
-        retryable = status >= 500 or status in (408, 429)
-        return ImageFetchError(f"{where} answered HTTP {status} for {shown_url(url)}", fix, retryable=retryable)
+        return ImageFetchError(f"{where} answered HTTP {status} for {url.shown}", fix, retryable=retryable)
 
-
-def fetch_image_bytes(ref: ImageRef, fetcher: ImageFetcher) -> bytes:
-    """The image's raw bytes (data: URI, local file, LS, http(s), or cloud via LS presign)."""
-    return fetcher.fetch(ref)

@@ -13,13 +13,11 @@ import ipaddress
 import socket
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
 from backend.errors import ImageFetchError
 from backend.images.refs import ForbiddenImage
+from backend.transport import DeadlineAdapter, DeadlineHTTPConnection, DeadlineHTTPSConnection, bare_session
 
 
 def is_public(ip: str) -> bool:
@@ -61,7 +59,7 @@ class AddressPolicy:
 
 def _guarded(base: type, policy: AddressPolicy) -> type:
     class Guarded(base):  # type: ignore[misc, valid-type]
-        def _new_conn(self):  # noqa: ANN202 - urllib3's signature
+        def _new_conn(self):  # urllib3's signature
             # Connect to a checked address, in resolver order like urllib3 does; TLS still
             # verifies the certificate against the name, which is restored before the handshake.
             name = self._dns_host
@@ -80,25 +78,16 @@ def _guarded(base: type, policy: AddressPolicy) -> type:
     return Guarded
 
 
-class _GuardedAdapter(HTTPAdapter):
+class _GuardedAdapter(DeadlineAdapter):
     def __init__(self, policy: AddressPolicy):
-        self._policy = policy
+        self.connection_classes = {
+            "http": _guarded(DeadlineHTTPConnection, policy),
+            "https": _guarded(DeadlineHTTPSConnection, policy),
+        }
         super().__init__(pool_connections=8, pool_maxsize=16, max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        http = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, self._policy)})
-        https = type(
-            "GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _guarded(HTTPSConnection, self._policy)}
-        )
-        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
 
 
 def guarded_session(policy: AddressPolicy) -> requests.Session:
-    """A session with no ambient credentials (.netrc) or proxies, whose connections obey `policy`."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _GuardedAdapter(policy)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    """A session with no ambient credentials (.netrc) or proxies, whose connections obey `policy`
+    and the current download deadline (backend.transport)."""
+    return bare_session(_GuardedAdapter(policy))

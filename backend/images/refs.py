@@ -18,13 +18,14 @@ import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import parse_qs, parse_qsl, unquote_to_bytes, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from backend.errors import BackendError, BadRequest, ImageFetchError
+from backend.urls import HttpUrl, has_scheme, parse_http_url, shown_raw
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # azure-spi: LS Enterprise service principal
 _UNDEFINED_KEY = "$undefined$"  # LS's data key for files imported without a labeling config
-_SECRET_PARAM_PARTS = ("sig", "token", "key", "cred", "auth", "secret", "pass", "security")
 
 
 class ForbiddenImage(BackendError):
@@ -40,24 +41,11 @@ class ImageRef:
     kind: str  # ls | local | url | cloud | data
     source: str  # the value as the task holds it, shortened for messages
     cache_key: str
-    url: str = ""  # ls, url: absolute URL; cloud: the cloud URI
+    url: str = ""  # ls, url: the normalised absolute URL (http.url); cloud: the cloud URI
     path: str = ""  # local: the real path under the root
-    task_id: int | None = None
+    task_id: Any = None  # as the task holds it; an int for cloud refs (the presign endpoint needs it)
     data: bytes = b""  # data: the decoded bytes
-
-
-def shown_url(url: str) -> str:
-    """A URL safe to log or put in an error: no userinfo, signature/token query values masked."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = [
-        (k, "***" if any(p in k.lower() for p in _SECRET_PARAM_PARTS) else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/*"), ""))
+    http: HttpUrl | None = None  # ls, url: the one parsed URL that decides host, credentials, connection
 
 
 def _shorten(value: str, limit: int = 200) -> str:
@@ -80,27 +68,30 @@ def resolve_image_ref(
     data = task.get("data") or {}
     value = data.get(key, data.get(_UNDEFINED_KEY))
     task_id = task.get("id")
+    shown_id = task_id if isinstance(task_id, int) else _shorten(ascii(task_id), 40)
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(
-            f"task {task_id} has no image URL in data.{key}",
+            f"task {shown_id} has no image URL in data.{key}",
             f'Make the labeling config\'s <Image value="${key}"> match a key of the task data',
         )
     value = value.strip()
-    scheme = urlsplit(value).scheme.lower()
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
+        raise BadRequest(
+            f"task {shown_id}: the image URL in data.{key} holds a lone surrogate (not valid Unicode)",
+            "Store the image URL as valid UTF-8 text",
+        )
+    scheme = value.partition(":")[0].lower() if has_scheme(value) else ""
     if scheme == "data":
         payload = _decode_data_uri(value)
         digest = hashlib.sha256(payload).hexdigest()
         return ImageRef("data", _shorten(value, 60), f"sha256:{digest}", task_id=task_id, data=payload)
     if scheme in CLOUD_SCHEMES:
-        if task_id is None:
-            raise BadRequest(f"{value} is a cloud URI but the task has no id", "Send tasks with their id")
-        return ImageRef("cloud", _shorten(value), value, url=value, task_id=int(task_id))
+        return ImageRef("cloud", _shorten(value), value, url=value, task_id=_presign_task_id(task_id, value))
     if scheme in ("http", "https"):
-        url = _without_fragment(value)
-        return ImageRef("url", _shorten(shown_url(url)), url, url=url, task_id=task_id)
+        return _url_ref("url", value, task_id, f"task {shown_id}: the image URL")
     if scheme:
         raise BadRequest(
-            f"task {task_id}: unsupported image URL scheme {scheme!r} in {_shorten(value)}",
+            f"task {shown_id}: unsupported image URL scheme {scheme!r} in {shown_raw(value)}",
             "Use an LS upload, local files, an http(s) URL, s3://, gs://, azure-blob:// or data:",
         )
     path = "/" + value.lstrip("/")
@@ -111,17 +102,32 @@ def resolve_image_ref(
         return ImageRef("local", _shorten(value), f"file:{real}", path=real, task_id=task_id)
     if not ls_base_url:
         raise ImageFetchError(
-            f"task {task_id}: {_shorten(value)} is a Label Studio path but the LS address is unknown",
+            f"task {shown_id}: {_shorten(value)} is a Label Studio path but the LS address is unknown",
             "Set LABEL_STUDIO_URL (or connect the model in LS so /setup sends its hostname)",
             code="label_studio_url_missing",
         )
-    url = ls_base_url.rstrip("/") + path
-    return ImageRef("ls", _shorten(shown_url(url)), url, url=url, task_id=task_id)
+    return _url_ref("ls", ls_base_url.rstrip("/") + path, task_id, f"task {shown_id}: the Label Studio path")
 
 
-def _without_fragment(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path or "/", parts.query, ""))
+def _url_ref(kind: str, text: str, task_id: Any, what: str) -> ImageRef:
+    http = parse_http_url(text, what)  # UrlError (400) for what cannot be read one way only
+    return ImageRef(kind, _shorten(http.shown), http.url, url=http.url, task_id=task_id, http=http)
+
+
+def _presign_task_id(task_id: Any, uri: str) -> int:
+    """LS presigns a cloud URI at /tasks/<id>/presign/: the id must be a task id, not any JSON value."""
+    if isinstance(task_id, str) and task_id.isascii() and task_id.isdigit():
+        return int(task_id)
+    if isinstance(task_id, int) and not isinstance(task_id, bool) and task_id >= 0:
+        return task_id
+    problem = "the task has no id"
+    if task_id is not None:
+        problem = f"its id {_shorten(ascii(task_id), 40)} is not a non-negative integer"
+    raise BadRequest(
+        f"{_shorten(uri)} is a cloud URI, fetched through Label Studio's presign endpoint for its task, "
+        f"but {problem}",
+        "Send tasks with their Label Studio id",
+    )
 
 
 def _decode_data_uri(value: str) -> bytes:

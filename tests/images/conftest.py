@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from tests.images.fakes import FakeServer, image_bytes
+from tests.images.fakes import CaptureServer, FakeServer, image_bytes
 
 
 @pytest.fixture
@@ -20,6 +20,14 @@ def ls():
 @pytest.fixture
 def ext():
     server = FakeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cap():
+    """A raw listener that records every request it gets (to prove a token never arrives)."""
+    server = CaptureServer()
     yield server
     server.close()
 

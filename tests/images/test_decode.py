@@ -79,7 +79,7 @@ def test_16bit_rgb():
     bgr = np.zeros((2, 3, 3), np.uint16)
     bgr[..., 2] = 65535  # red in BGR order
     bgr[..., 1] = 100 * 256
-    ok, buf = cv2.imencode(".png", bgr)
+    _, buf = cv2.imencode(".png", bgr)
     arr = decode_image(buf.tobytes())
     assert arr.dtype == np.uint8 and arr[0, 0].tolist() == [255, 100, 0]
 

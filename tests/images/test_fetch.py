@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from backend.errors import ImageFetchError, PayloadTooLarge, UnsupportedMedia
-from backend.images import ForbiddenImage, ImageFetcher, fetch_image_bytes, load_image, resolve_image_ref
-from backend.ls_client import LabelStudioAuthError, LabelStudioClient
+from backend.images import ForbiddenImage, ImageFetcher, load_image, resolve_image_ref
+from backend.ls_client import LabelStudioAuthError, LabelStudioClient, LabelStudioError
+from backend.transport import RedirectError
 from tests.images.fakes import make_pat, requires_token
 
 TOKEN = "Token secret-key"
@@ -97,6 +98,15 @@ def test_cloud_uri_presigned_and_fetched_without_credentials(ls, ext, png):
     assert ref.cache_key == uri  # not the presigned URL, which changes on every call
     png_image(load_image(ref, fetcher_for(ls, allow_private_image_urls=True)))
     assert "Authorization" not in ext.seen[0].headers and ext.seen[0].query["X-Amz-Signature"] == ["s3cr3t"]
+
+
+def test_cloud_presign_failure_names_uri_and_fix(ls):
+    ls.routes["/tasks/9/presign/"] = requires_token(TOKEN, lambda r: (404, {}, b"not found"))
+    ref = resolve_image_ref(task("s3://bucket/missing.png", 9), "image", ls_base_url=ls.url)
+    with pytest.raises(LabelStudioError) as err:
+        load_image(ref, fetcher_for(ls))
+    assert "s3://bucket/missing.png" in err.value.message and "storage" in err.value.fix
+    assert err.value.status == 424 and not err.value.retryable
 
 
 def test_cloud_uri_proxied_by_ls(ls, png):
@@ -188,7 +198,7 @@ def test_https_checked_address_still_verifies_the_certificate_name(ls, tls_ext, 
 
 
 def test_next_checked_address_tried_when_one_is_down(ls, ext, png, monkeypatch):
-    import backend.images.netguard as netguard
+    from backend.images import netguard
 
     real = socket.getaddrinfo
 
@@ -214,8 +224,9 @@ def test_each_redirect_hop_checked(ls, ext, png):
 
 def test_redirect_to_file_scheme_refused(ls):
     ls.serve("/data/upload/1/a.png", status=302, headers={"Location": "file:///etc/passwd"})
-    with pytest.raises(ImageFetchError, match="not http"):
+    with pytest.raises(RedirectError, match="not http") as err:
         load(ls, "/data/upload/1/a.png")
+    assert err.value.status == 424
 
 
 def test_redirect_loop_stops(ls):
@@ -306,13 +317,13 @@ def test_data_uri(ls, png):
     png_image(load_image(ref, ImageFetcher(None)))
     assert ls.seen == []
     with pytest.raises(PayloadTooLarge):
-        fetch_image_bytes(ref, ImageFetcher(None, max_image_bytes=10))
+        ImageFetcher(None, max_image_bytes=10).fetch(ref)
 
 
 def test_ls_path_without_ls_client(png):
     ref = resolve_image_ref(task("/data/upload/1/a.png"), "image", ls_base_url="http://ls:8080")
     with pytest.raises(ImageFetchError, match="no LS client"):
-        fetch_image_bytes(ref, ImageFetcher(None))
+        ImageFetcher(None).fetch(ref)
 
 
 # ---- local files --------------------------------------------------------------------------
@@ -364,19 +375,19 @@ def test_local_absolute_path_stays_under_root(ls, root, tmp_path):
 def test_local_file_byte_cap(ls, root):
     ref = resolve_image_ref(task("/data/local-files/?d=set1/a.png"), "image", local_files_root=str(root))
     with pytest.raises(PayloadTooLarge):
-        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root), max_image_bytes=10))
+        ImageFetcher(None, local_files_root=str(root), max_image_bytes=10).fetch(ref)
 
 
 def test_local_file_rechecked_at_read_time(root, tmp_path):
     ref = resolve_image_ref(task("/data/local-files/?d=set1/a.png"), "image", local_files_root=str(root))
     with pytest.raises(ForbiddenImage):  # a fetcher without (or with another) root reads nothing
-        fetch_image_bytes(ref, ImageFetcher(None))
+        ImageFetcher(None).fetch(ref)
     with pytest.raises(ForbiddenImage):
-        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root / "set1" / "sub")))
+        ImageFetcher(None, local_files_root=str(root / "set1" / "sub")).fetch(ref)
     (root / "set1" / "a.png").unlink()
     (root / "set1" / "a.png").symlink_to(tmp_path / "secret.png")  # swapped after resolving
     with pytest.raises(ForbiddenImage):
-        fetch_image_bytes(ref, ImageFetcher(None, local_files_root=str(root)))
+        ImageFetcher(None, local_files_root=str(root)).fetch(ref)
 
 
 def test_local_files_without_root_fetched_from_ls(ls, png):

@@ -138,7 +138,8 @@ def test_401_names_url_and_fix_without_the_token(ls):
 def test_redirect_to_login_page_is_an_auth_error(ls):
     ls.serve("/data/upload/1/a.png", status=302, headers={"Location": "/user/login/?next=/data/upload/1/a.png"})
     with pytest.raises(LabelStudioAuthError, match="login"):
-        LabelStudioClient(ls.url, api_key="x").download("/data/upload/1/a.png")
+        LabelStudioClient(ls.url, api_key="x").open("GET", "/data/upload/1/a.png")
+    assert [r.path for r in ls.seen] == ["/data/upload/1/a.png"]  # the login page itself is never asked
 
 
 def test_token_never_logged(ls, caplog):
@@ -161,9 +162,10 @@ def test_refuses_urls_off_the_ls_host(ls, ext):
 
 def test_paths_always_stay_on_the_ls_host(ls):
     client = LabelStudioClient(ls.url, api_key="k")
-    assert client.url("/data/local-files/?d=http://evil/x.png") == ls.url + "/data/local-files/?d=http://evil/x.png"
-    assert client.url("//evil.example/x") == ls.url + "/evil.example/x"
-    assert client.url(ls.url.upper().replace("HTTP", "http") + "/a") == ls.url.upper().replace("HTTP", "http") + "/a"
+    local = "/data/local-files/?d=http://evil/x.png"
+    assert client.target(local).url == ls.url + local
+    assert client.target("//evil.example/x").url == ls.url + "/evil.example/x"
+    assert client.target(ls.url.replace("http", "HTTP") + "/a").url == ls.url + "/a"
 
 
 def test_foreign_redirect_is_returned_not_followed(ls, ext):
@@ -172,29 +174,12 @@ def test_foreign_redirect_is_returned_not_followed(ls, ext):
     assert resp.status_code == 302 and ext.seen == []
 
 
-def test_presign_encodes_uri_and_returns_location(ls):
+def test_presign_url_encodes_the_uri_as_ls_decodes_it(ls):
     uri = "s3://bucket/dir/im age+1.jpg"
-    target = "https://bucket.s3.amazonaws.com/dir/im%20age%2B1.jpg?X-Amz-Signature=abc"
-
-    def presign(req):
-        assert base64.urlsafe_b64decode(req.query["fileuri"][0]).decode() == uri  # as LS decodes it
-        return 303, {"Location": target}, b""
-
-    ls.routes["/tasks/5/presign/"] = requires_token("Token k", presign)
-    assert LabelStudioClient(ls.url, api_key="k").presign(5, uri) == target
-
-
-def test_presign_proxy_mode_returns_ls_endpoint(ls):
-    ls.routes["/tasks/5/presign/"] = requires_token("Token k", lambda r: (200, {"Content-Type": "image/png"}, b"png"))
-    url = LabelStudioClient(ls.url, api_key="k").presign(5, "gs://b/x.png")
-    assert url.startswith(ls.url + "/tasks/5/presign/?fileuri=")
-
-
-def test_presign_failure_names_uri_and_fix(ls):
-    ls.serve("/tasks/5/presign/", status=404)
-    with pytest.raises(LabelStudioError) as err:
-        LabelStudioClient(ls.url, api_key="k").presign(5, "s3://b/missing.png")
-    assert "s3://b/missing.png" in err.value.message and "storage" in err.value.fix
+    url = LabelStudioClient(ls.url, api_key="k").presign_url(5, uri)
+    assert url.url.startswith(ls.url + "/tasks/5/presign/?fileuri=")
+    fileuri = url.target.partition("fileuri=")[2]
+    assert base64.urlsafe_b64decode(fileuri).decode() == uri
 
 
 def test_list_tasks_pages_through_everything(ls):

@@ -9,8 +9,8 @@ import pytest
 
 from backend.errors import BadRequest, ImageFetchError
 from backend.images import resolve_image_ref
-
 from tests.samples import sample
+
 LS = "http://127.0.0.1:8080"
 
 
@@ -104,7 +104,24 @@ def test_long_values_shortened_in_source():
     assert len(ref.source) < 300 and len(ref.cache_key) > 5000
 
 
-def test_source_masks_signatures_and_userinfo():
-    ref = resolve_image_ref(task("https://user:pw@[2001:db8::1]:8443/a.png?X-Amz-Signature=s3cr3t&v=2"), "image")
+def test_source_masks_signatures():
+    ref = resolve_image_ref(task("https://[2001:DB8::1]:8443/a.png?X-Amz-Signature=s3cr3t&v=2"), "image")
     assert ref.source == "https://[2001:db8::1]:8443/a.png?X-Amz-Signature=***&v=2"
     assert "s3cr3t" in ref.cache_key  # the key is the URL itself; only what is shown is masked
+
+
+def test_userinfo_refused_without_showing_the_password():
+    with pytest.raises(BadRequest) as err:
+        resolve_image_ref(task("https://user:pw-s3cr3t@[2001:db8::1]:8443/a.png"), "image")
+    assert err.value.status == 400 and "user info" in err.value.message and "pw-s3cr3t" not in err.value.message
+
+
+@pytest.mark.parametrize("task_id", ["abc", [1], {"id": 1}, 1.5, -3, True, "\u0661"])
+def test_cloud_uri_with_a_task_id_that_is_no_integer_is_a_400(task_id):
+    with pytest.raises(BadRequest, match="not a non-negative integer") as err:
+        resolve_image_ref(task("s3://bucket/a.png", task_id), "image", ls_base_url=LS)
+    assert err.value.status == 400
+
+
+def test_cloud_uri_task_id_as_digit_string():
+    assert resolve_image_ref(task("s3://bucket/a.png", "42"), "image", ls_base_url=LS).task_id == 42
