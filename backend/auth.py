@@ -1,23 +1,43 @@
 """Optional HTTP basic auth (BASIC_AUTH_USER / BASIC_AUTH_PASS), as LS's ML backend settings send it."""
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from backend.errors import Unauthorized
 
 
-def check_basic_auth(authorization: object | None, user: str, password: str) -> None:
+def basic_credentials(header: str | None) -> tuple[bytes, bytes] | None:
+    """(user, password) bytes from an `Authorization: Basic ...` header; None for anything else.
+
+    Parsed here rather than by Werkzeug's `request.authorization`, which raises on headers
+    such as a raw latin-1 byte after "Basic " (a 500 for any route, before auth is checked).
+    Bytes, not text: the comparison needs no decoding, so no charset can make it fail.
+    """
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip().encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
+
+
+def check_basic_auth(header: str | None, user: str, password: str) -> None:
     """Raise Unauthorized unless the request's basic credentials match (constant-time compare).
 
-    `authorization` is Werkzeug's parsed `request.authorization` (None when absent). Both
-    fields are always compared so the time taken does not reveal which one was wrong.
+    `header` is the raw Authorization header (None when absent). Both fields are always
+    compared so the time taken does not reveal which one was wrong.
     """
     if not user and not password:
         return
-    given_user = getattr(authorization, "username", None) or ""
-    given_pass = getattr(authorization, "password", None) or ""
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    pass_ok = hmac.compare_digest(given_pass.encode(), password.encode())
-    if getattr(authorization, "type", None) != "basic" or not (user_ok and pass_ok):
+    given = basic_credentials(header)
+    given_user, given_pass = given or (b"", b"")
+    user_ok = hmac.compare_digest(given_user, user.encode())
+    pass_ok = hmac.compare_digest(given_pass, password.encode())
+    if given is None or not (user_ok and pass_ok):
         raise Unauthorized("missing or wrong basic auth credentials",
                            "set the same user and password in the LS model settings (Basic auth)")

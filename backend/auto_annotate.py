@@ -17,6 +17,7 @@ from backend.errors import BadRequest, Unprocessable
 from backend.model import SamBackend
 from backend.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
 from backend.outputs import mask_to_regions
+from backend.request_body import number
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,7 @@ class AutoAnnotateOptions:
 
 
 def _check_number(name: str, value: Any, kind: type, low: float, high: float) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise BadRequest(f"option {name!r} must be a{'n integer' if kind is int else ' number'}, got {value!r}",
-                         f"send a number between {low} and {high}")
-    if not (low <= value <= high):
-        raise BadRequest(f"option {name!r}={value} is outside [{low}, {high}]", f"send a value between {low} and {high}")
-    return kind(value)
+    return kind(number(value, f"option {name!r}", low, high, whole=kind is int))
 
 
 def parse_options(raw: Any) -> AutoAnnotateOptions:
@@ -125,7 +121,7 @@ def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[Outpu
             if OUTPUT_TAG_TYPES.get(control.tag) == options.output and control.labels:
                 label = options.label if options.label in control.labels else control.labels[0]
                 return OutputTarget(control.name, image.name, options.output, label), image.value_key
-    wanted = f"a <{options.output.capitalize()}Labels> control" if options.output else "a BrushLabels, PolygonLabels or RectangleLabels control"
+    wanted = f"<{options.output.capitalize()}Labels> control" if options.output else "BrushLabels, PolygonLabels or RectangleLabels control"
     raise Unprocessable(f"the project's label config has no {wanted} with labels bound to an <Image>",
                         "add one to the labeling config, or choose another 'output'")
 

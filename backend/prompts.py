@@ -1,6 +1,6 @@
 """Turn LS's interactive context (`params.context.result`) into SAM decoder prompts.
 
-What LS 1.23 sends (see ../shared/ls-samples): every not-yet-accepted smart region of the
+What LS 1.23 sends (see tests/fixtures/ls-samples): every not-yet-accepted smart region of the
 current label, in creation order. Keypoints carry `value.x`/`value.y` in percent of
 `original_width`/`original_height`; their polarity is top-level `is_positive` (Alt+click
 sends false) or, in newer clients, `value.positive`; missing means positive. Rectangles
@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from backend.errors import BadRequest
+from backend.request_body import number
 
 # Clicks a little outside the image (a cursor on the border) are clamped; farther is a bug.
 OUTSIDE_TOLERANCE_PCT = 3.0
 MAX_IMAGE_SIDE = 100_000
+MAX_COORDINATE = 1e7  # any number LS sends (percent, degrees) is far smaller; bigger is a bug or an attack
 _LIMIT_FIX = "raise MAX_PROMPT_POINTS / MAX_PROMPT_BOXES or accept some regions first"
 
 
@@ -64,12 +66,7 @@ class PromptSet:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{what} must be a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or abs(number) > 1e7:
-        raise BadRequest(f"{what} must be a finite number of sensible size, got {value!r}")
-    return number
+    return number(value, what, -MAX_COORDINATE, MAX_COORDINATE)
 
 
 def _rotation(region: dict) -> int | float:
@@ -81,10 +78,7 @@ def _rotation(region: dict) -> int | float:
 def _size(region: dict, key: str, index: int) -> int:
     if key not in region:
         raise BadRequest(f"context.result[{index}] has no {key}", "LS sends original_width/original_height with every region")
-    size = _number(region[key], f"context.result[{index}].{key}")
-    if size != int(size) or not 1 <= size <= MAX_IMAGE_SIDE:
-        raise BadRequest(f"context.result[{index}].{key} must be a whole number of pixels in 1..{MAX_IMAGE_SIDE}, got {region[key]!r}")
-    return int(size)
+    return int(number(region[key], f"context.result[{index}].{key}", 1, MAX_IMAGE_SIDE, whole=True))
 
 
 def _percent(value: Any, what: str) -> float:

@@ -175,3 +175,18 @@ def test_limits_and_mixed_images():
     resized["original_width"] = 401
     with pytest.raises(BadRequest, match="same original_width"):
         parse(kp(1, 1), resized)
+
+
+@pytest.mark.parametrize("output, missing", [
+    ("polygon", "<PolygonLabels> control"),
+    (None, "BrushLabels, PolygonLabels or RectangleLabels control"),
+])
+def test_missing_auto_annotate_output_control_is_a_422_that_reads_well(output, missing):
+    from backend.auto_annotate import output_for, parse_options
+
+    config = parse_label_config('<View><Image name="img" value="$image"/>'
+                                '<KeyPointLabels name="kp" toName="img" smart="true"><Label value="Cat"/></KeyPointLabels></View>')
+    with pytest.raises(Unprocessable) as refused:
+        output_for(config, parse_options({"output": output} if output else None))
+    assert refused.value.status == 422
+    assert refused.value.message == f"the project's label config has no {missing} with labels bound to an <Image>"
