@@ -42,16 +42,25 @@ class GrabCutEngine:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 image, got {image.shape} {image.dtype}")
         h, w = image.shape[:2]
-        scale = min(1.0, WORK_SIDE / max(h, w))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
+        sh, sw = _work_size(h, w)
+        small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
         return ImageEmbedding(
             features=torch.from_numpy(np.ascontiguousarray(small)),
             original_size=(h, w),
             input_size=small.shape[:2],
             model_id=self.model_id,
         )
+
+    def check_embedding(self, embedding: ImageEmbedding) -> None:
+        """ValueError unless `embedding` is one `encode` could have made (caches vet stored ones)."""
+        features = embedding.features
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding is from model {embedding.model_id!r}, this engine is {self.model_id!r}")
+        if features.dtype != torch.uint8 or tuple(features.shape) != (*embedding.input_size, 3):
+            raise ValueError(f"features must be a uint8 {(*embedding.input_size, 3)} image, "
+                             f"got {features.dtype} {tuple(features.shape)}")
+        if _work_size(*embedding.original_size) != embedding.input_size:
+            raise ValueError("embedding input_size does not follow from its original_size")
 
     def decode(
         self,
@@ -86,6 +95,12 @@ class GrabCutEngine:
             scores=np.array([score], dtype=np.float32),
             low_res_logits=_low_res_logits(small_mask)[None],
         )
+
+
+def _work_size(h: int, w: int) -> tuple[int, int]:
+    """(h, w) of the stored image: the longest side shrunk to WORK_SIDE, never enlarged."""
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    return (h, w) if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def _grabcut(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,8 @@ _MAGIC = b"SAMLGT"
 _VERSION = 1
 _HEADER = struct.Struct("<6sBcB")  # magic, version, numpy dtype char ('e' fp16 | 'f' fp32), ndim
 _DTYPES = {"e": np.dtype("<f2"), "f": np.dtype("<f4")}
+# The decoder's mask_input: one 256x256 low-res mask (SAM's frame; the GrabCut engine uses it too).
+MASK_INPUT_SHAPE = (1, 256, 256)
 
 
 def encode_logits(logits: np.ndarray, dtype: np.dtype) -> bytes:
@@ -87,8 +89,13 @@ class LogitsStore:
         logger: logging.Logger | None = None,
         key_prefix: str = "sam:logits:",
         redis_retry_after_s: float = 5.0,
+        shape: tuple[int, ...] = MASK_INPUT_SHAPE,
+        on_reject: Callable[[], None] = lambda: None,
     ):
+        """A Redis value that is corrupt, not of `shape` or not finite is a miss, counted by `on_reject()`."""
         self._logger = logger or logging.getLogger(__name__)
+        self._shape = tuple(shape)
+        self._on_reject = on_reject
         self._local: ByteLRU[np.ndarray] = ByteLRU(local_max_bytes, ttl_s=ttl_s)
         self._link = RedisLink(redis_url, name="logits store", logger=self._logger, retry_after_s=redis_retry_after_s)
         self._ttl_s = ttl_s
@@ -114,8 +121,13 @@ class LogitsStore:
             return None
         try:
             logits = decode_logits(raw)
+            if logits.shape != self._shape or not np.isfinite(logits).all():
+                raise ValueError(f"logits of shape {logits.shape} (finite: {bool(np.isfinite(logits).all())}), "
+                                 f"the decoder takes finite {self._shape}")
         except ValueError as exc:
-            self._logger.warning("logits store: corrupt value in Redis (%s); ignoring it", exc)
+            # Never kept locally: a bad value in the process cache would fail every later click too.
+            self._logger.warning("logits store: corrupt or unusable value in Redis (%s); ignoring it", exc)
+            self._on_reject()
             self._link.call(lambda r: r.delete(key), None)
             return None
         self._local.put(key, logits, logits.nbytes)
@@ -125,5 +137,5 @@ class LogitsStore:
         self._link.close()
 
     def _key(self, image_key: str, prompt_signature: str) -> str:
-        digest = hashlib.sha256(f"{image_key}\0{prompt_signature}".encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(f"{image_key}\0{prompt_signature}".encode()).hexdigest()
         return self._prefix + digest

@@ -26,6 +26,9 @@ class Metrics:
         self.cache = Counter("sam_embedding_cache_total",
                              "Embedding lookups by level: local/redis are hits, computed is a miss",
                              ["level", "source"], registry=r)
+        self.cache_rejected = Counter("sam_cache_rejected_total",
+                                      "Redis cache values refused as unusable (corrupt, wrong model, shape or dtype) "
+                                      "and recomputed", ["kind"], registry=r)
         self.refine = Counter("sam_refine_logits_total", "Previous-click logits lookups for refinement", ["found"], registry=r)
         self.encoder_seconds = Histogram("sam_encoder_seconds", "Image encoder time", buckets=_LATENCY_BUCKETS, registry=r)
         self.decoder_seconds = Histogram("sam_decoder_seconds", "Mask decoder time", buckets=_LATENCY_BUCKETS, registry=r)

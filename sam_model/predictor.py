@@ -127,7 +127,7 @@ class SamPredictor:
         best_only: bool = False,
     ) -> DecodeResult:
         """Prompts in original-image pixels -> masks; `best_only` keeps (and upscales) one."""
-        self._check_embedding(embedding)
+        self.check_embedding(embedding)
         original, input_size = embedding.original_size, embedding.input_size
         points = self._points(point_coords, point_labels, original, input_size)
         boxes = self._box(box, original, input_size)
@@ -158,11 +158,14 @@ class SamPredictor:
         bool_masks = upscale_masks(low_res, input_size, original, self.img_size, self.sam.mask_threshold)
         return DecodeResult(bool_masks, iou.cpu().numpy(), low_res.cpu().numpy())
 
-    def _check_embedding(self, embedding: ImageEmbedding) -> None:
+    def check_embedding(self, embedding: ImageEmbedding) -> None:
+        """ValueError unless `embedding` is one this predictor could have made (caches vet stored ones)."""
         if not isinstance(embedding, ImageEmbedding):
             raise ValueError("embedding must be an ImageEmbedding")
         if embedding.model_id != self.model_id:
             raise ValueError(f"embedding is from model {embedding.model_id!r}, this predictor is {self.model_id!r}")
+        if not embedding.features.is_floating_point():
+            raise ValueError(f"features must be floating point, got {embedding.features.dtype}")
         if tuple(embedding.features.shape) != self._feature_shape:
             raise ValueError(f"features must have shape {self._feature_shape}, got {tuple(embedding.features.shape)}")
         if input_shape(embedding.original_size, self.img_size) != embedding.input_size:

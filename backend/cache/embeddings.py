@@ -16,7 +16,8 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -48,9 +49,18 @@ class EmbeddingCache:
         key_prefix: str = "sam:emb:",
         poll_interval_s: float = 0.05,
         redis_retry_after_s: float = 5.0,
+        check: Callable[[ImageEmbedding], None] = lambda embedding: None,
+        max_pixels: int = 100_000_000,
+        on_reject: Callable[[], None] = lambda: None,
     ):
+        """`check` raises ValueError for an embedding the engine could not have made (wrong model,
+        shape or dtype); such a Redis value, or one whose original size exceeds `max_pixels`, is a
+        miss: `on_reject()` counts it, and it is recomputed and overwritten."""
         self._logger = logger or logging.getLogger(__name__)
         self._local: ByteLRU[ImageEmbedding] = ByteLRU(local_max_bytes)
+        self._check = check
+        self._max_pixels = max_pixels
+        self._on_reject = on_reject
         self._link = RedisLink(
             redis_url, name="embedding cache", logger=self._logger, retry_after_s=redis_retry_after_s
         )
@@ -144,12 +154,21 @@ class EmbeddingCache:
             return None
         try:
             embedding = ImageEmbedding.from_bytes(raw)
-        except ValueError as exc:  # from_bytes' only failure mode: truncated, corrupt or foreign bytes
-            self._logger.warning("embedding cache: corrupt value for %r in Redis (%s); recomputing", key, exc)
+            self._vet(embedding)
+        except ValueError as exc:  # truncated, corrupt or foreign bytes, or not what this engine makes
+            # Never kept locally: a bad value in the process cache would fail every later click too.
+            self._logger.warning("embedding cache: corrupt or unusable value for %r in Redis (%s); recomputing", key, exc)
+            self._on_reject()
             self._link.call(lambda r: r.delete(value_key), None)
             return None
         self._local.put(key, embedding, embedding_nbytes(embedding))
         return embedding
+
+    def _vet(self, embedding: ImageEmbedding) -> None:
+        h, w = embedding.original_size
+        if h * w > self._max_pixels:
+            raise ValueError(f"original size {w}x{h} is over {self._max_pixels} pixels")
+        self._check(embedding)
 
     def _store(self, key: str, embedding: ImageEmbedding) -> None:
         self._local.put(key, embedding, embedding_nbytes(embedding))

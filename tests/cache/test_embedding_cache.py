@@ -10,6 +10,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import pytest
 import torch
 
 from backend.cache import EmbeddingCache
@@ -237,6 +238,33 @@ def test_corrupt_value_is_a_miss_and_gets_overwritten(redis_server: RedisServer,
     assert source == "computed" and compute.calls == 1
     assert "corrupt" in caplog.text
     assert_close_fp16(ImageEmbedding.from_bytes(raw_client.get(value_key("img"))), embedding)
+    cache.close()
+
+
+def _refuse_other_models(embedding: ImageEmbedding) -> None:
+    if embedding.model_id != "test-model":
+        raise ValueError(f"embedding is from model {embedding.model_id!r}")
+
+
+@pytest.mark.parametrize("planted", [
+    ImageEmbedding(torch.zeros(1, 8, 16, 16), (30, 40), (24, 32), "another-model"),  # check() refuses it
+    ImageEmbedding(torch.zeros(1, 8, 16, 16), (100_000, 100_000), (24, 32), "test-model"),  # over max_pixels
+])
+def test_well_formed_but_unusable_value_is_a_counted_miss_and_gets_overwritten(redis_server: RedisServer,
+                                                                             planted: ImageEmbedding):
+    """A value with a valid checksum that the engine could not have made is never served or kept."""
+    EmbeddingCache(0, redis_server.url).get_or_compute("img", lambda: planted)  # a writer that stores anything
+    rejected = []
+    cache = EmbeddingCache(16 * MB, redis_server.url, check=_refuse_other_models, max_pixels=10**8,
+                           on_reject=lambda: rejected.append(1))
+    compute = Counter()
+    assert cache.peek("img") is None and rejected == [1]
+    embedding, source = cache.get_or_compute("img", compute)
+    assert source == "computed" and compute.calls == 1 and embedding.model_id == "test-model"
+    again, source = cache.get_or_compute("img", compute)
+    assert again is embedding and source == "local"
+    assert_close_fp16(ImageEmbedding.from_bytes(redis_server.client().get(value_key("img"))), embedding)
+    assert rejected == [1]
     cache.close()
 
 

@@ -105,3 +105,20 @@ def test_redis_outage_is_survived_and_logged_once(redis_server: RedisServer, cap
     store.put("img", "after", logits())
     assert redis_server.client().keys("sam:logits:*") != []
     store.close()
+
+
+@pytest.mark.parametrize("planted", [
+    np.zeros((1, 64, 64), np.float32),  # another decoder's frame
+    np.zeros((256, 256), np.float32),  # right size, wrong rank
+    np.full((1, 256, 256), np.nan, np.float32),  # NaN logits would poison the mask
+])
+def test_well_formed_value_of_the_wrong_shape_or_not_finite_is_a_counted_miss(redis_server: RedisServer, planted):
+    """A value with a valid header but not what the decoder takes is dropped, never kept locally."""
+    LogitsStore(0, redis_server.url).put("img", "p", planted)  # a writer that stores anything
+    rejected = []
+    reader = LogitsStore(4 * MB, redis_server.url, on_reject=lambda: rejected.append(1))
+    assert reader.get("img", "p") is None and reader.get("img", "p") is None
+    assert rejected == [1]  # the first miss deleted it: the second found nothing to reject
+    assert redis_server.client().keys("sam:logits:*") == []
+    reader.put("img", "p", logits())
+    assert reader.get("img", "p").shape == (1, 256, 256)
