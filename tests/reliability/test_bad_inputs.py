@@ -8,6 +8,11 @@ non-routable literals such as 169.254.169.254 that are refused before any socket
 the tripwire proves nothing was ever connected. After the corpus the same server must still
 answer /health and a valid click, and its log must hold no traceback.
 
+The corpus spans every route and method: bodies that are not UTF-8 JSON objects, lone
+surrogates, huge integers and NaN/Infinity literals at every number a route reads, odd
+Authorization headers, wrong types at the fields of LS's bodies (and, beyond the named cases,
+each field of LS's captured bodies swept with each wrong type: never a 5xx).
+
 Cases marked xfail(strict=True) are real backend bugs found here (500 instead of 4xx); they
 flip to failures the day the fix lands, so the marker gets removed with the fix.
 """
@@ -84,6 +89,32 @@ def mutated(path: str, value: Any) -> dict:
 
 
 DELETE = object()
+HUGE = 10**400  # a 401-digit integer: float() of it overflows
+S3_IMAGE = "s3://bucket/key.png"
+
+
+def raw_json(doc: Any) -> bytes:
+    """JSON as Python writes it (lone surrogates become "\\udxxx" escapes); NaN/Infinity allowed."""
+    return json.dumps(doc).encode()
+
+
+def literal(doc: Any, marker: float, token: str) -> bytes:
+    """`doc` as JSON with the number `marker` replaced by a raw token (NaN, Infinity, 1e999...)."""
+    text = json.dumps(doc)
+    assert text.count(repr(marker)) == 1, "pick a marker that appears once"
+    return text.replace(repr(marker), token).encode()
+
+
+def auto(project: Any = 1, tasks: Any = (1,), **options: Any) -> dict:
+    """A POST /auto-annotate body; tasks given as a tuple are sent as a list."""
+    doc: dict[str, Any] = {"project": project, "tasks": list(tasks) if isinstance(tasks, tuple) else tasks}
+    if options:
+        doc["options"] = options
+    return doc
+
+
+def basic(user: bytes, password: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(user + b":" + password).decode()}
 
 
 def pixel_bomb_png(side: int = 30_000) -> bytes:
@@ -251,8 +282,221 @@ def corpus(ls_url: str, tripwire_port: int) -> list[Case]:
         Case("setup-array", 400, ("json object",), path="/setup", raw=b'["hostname"]'),
         Case("webhook-string", 400, ("json object",), path="/webhook", raw=b'"START_TRAINING"'),
         Case("put-predict", 405, ("method",), method="put", json_body=body()),
+        *more_cases(),
     ]
     return cases
+
+
+def more_cases() -> list[Case]:
+    """The "no 5xx from any input" corpus: encodings, lone surrogates, huge numbers, odd auth,
+    every route and method, and wrong types at the fields of LS's bodies."""
+    sur = "\ud800"
+    predict_sample = sample("predict_interactive_request.json")
+    return [
+        # -- bytes that are not a UTF-8 JSON object --
+        Case("raw-surrogate-bytes", 400, ("utf-8",), raw=b'{"label_config": "\xed\xa0\x80"}'),
+        Case("utf16-body", 400, ("utf-8",), raw=json.dumps(body()).encode("utf-16")),
+        Case("utf32-body", 400, ("utf-8",), raw=json.dumps(body()).encode("utf-32")),
+        Case("latin1-body", 400, ("utf-8",), raw='{"label_config": "caf\xe9"}'.encode("latin-1")),
+        Case("overlong-utf8", 400, ("utf-8",), raw=b'{"x": "\xc0\xaf"}'),
+        Case("nul-byte-body", 400, ("json object",), raw=b"\x00"),
+        Case("whitespace-body", 400, ("json object",), raw=b"  \n\t "),
+        Case("json-number", 400, ("json object",), raw=b"42"),
+        Case("json-true", 400, ("json object",), raw=b"true"),
+        Case("json-array-of-object", 400, ("json object",), raw=raw_json([body()])),
+        Case("trailing-garbage", 400, ("json object",), raw=raw_json(body()) + b" x"),
+        Case("two-objects", 400, ("json object",), raw=b"{}{}"),
+        Case("single-quotes", 400, ("json object",), raw=b"{'tasks': []}"),
+        Case("json-comment", 400, ("json object",), raw=b'{"tasks": [] /* hi */}'),
+        Case("int-over-4300-digits", 400, ("json object",), raw=b'{"tasks": 1' + b"0" * 5000 + b"}"),
+        Case("deeply-nested-object", 400, ("json",), raw=b'{"a":' * 15_000),
+        Case("form-encoded", 400, ("json object",), raw=b"tasks=1&label_config=x",
+             headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        Case("multipart", 400, ("json object",), headers={"Content-Type": "multipart/form-data; boundary=b"},
+             raw=b'--b\r\nContent-Disposition: form-data; name="tasks"\r\n\r\n1\r\n--b--\r\n'),
+        # -- lone surrogates (JSON escapes): refused once, where the body is parsed --
+        Case("surrogate-label-config", 400, ("label_config", "surrogate"), raw=raw_json(body(label_config="<View>" + sur))),
+        Case("surrogate-image-url", 400, ("tasks[0].data.image", "surrogate"),
+             raw=raw_json(body(image="https://images.example/" + sur + ".png"))),
+        Case("surrogate-ls-path", 400, ("tasks[0].data.image",), raw=raw_json(body(image="/data/upload/1/\udc80.png"))),
+        Case("surrogate-webhook-action", 400, ("action", "surrogate"), path="/webhook",
+             raw=raw_json({"action": sur, "project": {"id": 1}})),
+        Case("surrogate-webhook-nested", 400, ("project.title",), path="/webhook",
+             raw=raw_json({"action": "START_TRAINING", "project": {"id": 1, "title": "x" + sur}})),
+        Case("surrogate-in-key", 400, ("key", "surrogate"), raw=raw_json({**body(), "tasks" + sur: 1})),
+        Case("surrogate-under-non-ascii-key", 400, ("tasks.\\xe9",), raw=raw_json({**body(), "tasks": {"\xe9": sur}})),
+        Case("surrogate-to-name", 400, ("params.context.result[0].to_name",), raw=raw_json(mutated("to_name", "image\udfff"))),
+        Case("surrogate-label", 400, ("keypointlabels[0]",), raw=raw_json(with_value(keypointlabels=["Ban" + sur]))),
+        Case("surrogate-uppercase-escape", 400, ("label_config",),
+             raw=raw_json(body(label_config="<View>" + sur)).replace(b"\\ud800", b"\\uD800")),
+        Case("surrogate-pair-reversed", 400, ("label_config",), raw=raw_json(body(label_config="\udc00\ud800"))),
+        Case("surrogate-high-at-end", 400, ("project",), raw=raw_json({**body(), "project": "1.2\ud83d"})),
+        Case("surrogate-setup-hostname", 400, ("hostname",), path="/setup",
+             raw=raw_json({"hostname": "http://ls" + sur, "access_token": LS_TOKEN})),
+        Case("surrogate-setup-token", 400, ("access_token",), path="/setup",
+             raw=raw_json({"hostname": "http://ls.example", "access_token": sur})),
+        Case("surrogate-auto-annotate-label", 400, ("options.label",), path="/auto-annotate",
+             raw=raw_json(auto(label=sur))),
+        # -- huge integers, NaN, Infinity: one bounded conversion for every number --
+        Case("huge-int-original-width", 400, ("original_width", "401 digits"), json_body=mutated("original_width", HUGE)),
+        Case("huge-int-original-height", 400, ("original_height",), json_body=mutated("original_height", -HUGE)),
+        Case("huge-int-x", 400, ("value.x",), json_body=with_value(x=HUGE)),
+        Case("huge-negative-int-y", 400, ("value.y",), json_body=with_value(y=-HUGE)),
+        Case("int-1e20-x", 400, ("value.x",), json_body=with_value(x=10**20)),
+        Case("huge-int-box-width", 400, ("value.width",), json_body=body([box(10, 10, HUGE, 5)])),
+        Case("huge-int-box-height", 400, ("value.height",), json_body=body([box(10, 10, 5, HUGE)])),
+        Case("huge-int-box-rotation", 400, ("value.rotation",),
+             json_body=body([{**box(10, 10, 5, 5), "value": {**box(10, 10, 5, 5)["value"], "rotation": HUGE}}])),
+        Case("huge-int-image-rotation", 400, ("image_rotation",), json_body=mutated("image_rotation", HUGE)),
+        Case("1e999-width", 400, ("original_width",), raw=literal(mutated("original_width", 777.25), 777.25, "1e999")),
+        Case("nan-box-width", 400, ("value.width",), raw=literal(body([box(10, 10, 7.25, 5)]), 7.25, "NaN")),
+        Case("infinity-box-rotation", 400, ("value.rotation",),
+             raw=literal(body([{**box(10, 10, 5, 5), "value": {**box(10, 10, 5, 5)["value"], "rotation": 7.25}}]),
+                         7.25, "Infinity")),
+        Case("nan-image-rotation", 400, ("image_rotation",), raw=literal(mutated("image_rotation", 7.25), 7.25, "NaN")),
+        Case("huge-int-max-masks", 400, ("max_masks",), path="/auto-annotate", json_body=auto(max_masks=HUGE)),
+        Case("huge-int-points-per-side", 400, ("points_per_side",), path="/auto-annotate",
+             json_body=auto(points_per_side=HUGE)),
+        Case("huge-negative-min-area", 400, ("min_area",), path="/auto-annotate", json_body=auto(min_area=-HUGE)),
+        Case("nan-max-masks", 400, ("max_masks",), path="/auto-annotate", raw=literal(auto(max_masks=7.25), 7.25, "NaN")),
+        Case("infinity-iou-thresh", 400, ("pred_iou_thresh",), path="/auto-annotate",
+             raw=literal(auto(pred_iou_thresh=7.25), 7.25, "Infinity")),
+        Case("1e999-crop-overlap", 400, ("crop_overlap_ratio",), path="/auto-annotate",
+             raw=literal(auto(crop_overlap_ratio=7.25), 7.25, "-1e999")),
+        # -- image URLs and cloud task ids (backend/images) --
+        Case("url-unclosed-ipv6", 400, ("[::1",), json_body=body(image="http://[::1")),
+        Case("url-port-out-of-range", 400, ("99999",), json_body=body(image="http://h:99999/")),
+        Case("url-port-not-a-number", 400, ("abc",), json_body=body(image="http://h:abc/")),
+        Case("s3-task-id-string", 400, ("id",), json_body=body(image=S3_IMAGE, id="abc")),
+        Case("s3-task-id-list", 400, ("id",), json_body=body(image=S3_IMAGE, id=[1])),
+        Case("gopher-url", 400, ("'gopher'",), json_body=body(image="gopher://files.example/x.png")),
+        Case("javascript-url", 400, ("'javascript'",), json_body=body(image="javascript:alert(1)")),
+        Case("image-empty-string", 400, ("data.image",), json_body=body(image="")),
+        Case("image-whitespace", 400, ("data.image",), json_body=body(image="   ")),
+        Case("image-list", 400, ("data.image",), json_body=body(image=[OK_IMAGE])),
+        Case("image-object", 400, ("data.image",), json_body=body(image={"url": OK_IMAGE})),
+        # -- /setup --
+        Case("setup-hostname-unclosed-ipv6", 400, ("hostname",), path="/setup",
+             json_body={"hostname": "http://[::1", "access_token": LS_TOKEN}),
+        Case("setup-string", 400, ("json object",), path="/setup", raw=b'"http://ls.example"'),
+        Case("setup-truncated", 400, ("json object",), path="/setup", raw=b'{"hostname": "http://'),
+        Case("setup-huge-int-hostname", 400, ("hostname",), path="/setup", json_body={"hostname": HUGE}),
+        # -- /webhook --
+        Case("webhook-array", 400, ("json object",), path="/webhook", raw=b'[{"action": "START_TRAINING"}]'),
+        Case("webhook-null", 400, ("json object",), path="/webhook", raw=b"null"),
+        Case("webhook-truncated", 400, ("json object",), path="/webhook", raw=b'{"action": '),
+        # -- /predict: wrong types where LS sends objects, lists, strings, numbers --
+        Case("tasks-null", 400, ("tasks",), json_body={**body(), "tasks": None}),
+        Case("tasks-string", 400, ("tasks",), json_body={**body(), "tasks": "1"}),
+        Case("tasks-of-lists", 400, ("tasks",), json_body={**body(), "tasks": [[1]]}),
+        Case("too-many-tasks", 400, ("MAX_TASKS_PER_REQUEST",),
+             json_body={"tasks": [{"id": i, "data": {"image": OK_IMAGE}} for i in range(1001)], "label_config": CONFIG}),
+        Case("task-data-string", 400, ("data",), json_body=body(data="image")),
+        Case("task-data-list", 400, ("data",), json_body=body(data=[OK_IMAGE])),
+        Case("label-config-null", 400, ("label_config",), json_body=body(label_config=None)),
+        Case("label-config-empty", 400, ("label_config",), json_body=body(label_config="")),
+        Case("label-config-no-image", 400, ("<image name='image'>",),
+             json_body=body(label_config='<View><KeyPointLabels name="tag2" toName="image" smart="true">'
+                                         '<Label value="Banana"/></KeyPointLabels></View>')),
+        Case("params-list", 400, ("params",), json_body={**body(), "params": [1]}),
+        Case("params-number", 400, ("params",), json_body={**body(), "params": 7}),
+        Case("context-list", 400, ("context.result",), json_body={**body(), "params": {"context": [point()]}}),
+        Case("result-null", 400, ("context.result",), json_body={**body(), "params": {"context": {"result": None}}}),
+        Case("value-null", 400, ("value",), json_body=mutated("value", None)),
+        Case("value-list", 400, ("value",), json_body=mutated("value", [50, 50])),
+        Case("to-name-null", 400, ("to_name",), json_body=mutated("to_name", None)),
+        Case("to-name-empty", 400, ("to_name",), json_body=mutated("to_name", "")),
+        Case("type-number", 400, ("type",), json_body=mutated("type", 5)),
+        Case("type-list", 400, ("type",), json_body=mutated("type", ["keypointlabels"])),
+        Case("y-as-string", 400, ("value.y", "number"), json_body=with_value(y="50")),
+        Case("x-list", 400, ("value.x", "number"), json_body=with_value(x=[50])),
+        Case("x-object", 400, ("value.x", "number"), json_body=with_value(x={"v": 50})),
+        Case("x-bool", 400, ("value.x", "number"), json_body=with_value(x=True)),
+        Case("x-missing", 400, ("value.x", "number"), json_body=mutated("value.x", DELETE)),
+        Case("x-far-negative", 400, ("value.x", "outside"), json_body=with_value(x=-50)),
+        Case("y-just-outside", 400, ("value.y", "outside"), json_body=with_value(y=103.5)),
+        Case("height-as-string", 400, ("original_height", "number"), json_body=mutated("original_height", "64")),
+        Case("height-negative", 400, ("original_height",), json_body=mutated("original_height", -64)),
+        Case("width-over-max", 400, ("original_width", "100000"), json_body=mutated("original_width", 100_001)),
+        Case("width-list", 400, ("original_width", "number"), json_body=mutated("original_width", [W])),
+        Case("box-width-string", 400, ("value.width", "number"), json_body=body([box(10, 10, "20", 20)])),
+        Case("box-negative-height", 400, ("negative",), json_body=body([box(10, 10, 20, -20)])),
+        Case("box-rotation-string", 400, ("value.rotation", "number"),
+             json_body=body([{**box(10, 10, 5, 5), "value": {**box(10, 10, 5, 5)["value"], "rotation": "90"}}])),
+        Case("image-rotation-string", 400, ("image_rotation", "number"), json_body=mutated("image_rotation", "90")),
+        Case("is-positive-number", 400, ("is_positive",), json_body=mutated("is_positive", 1)),
+        Case("sample-wrong-image-size", 422, ("320x240", f"{W}x{H}"),
+             json_body={**predict_sample, "tasks": [{**predict_sample["tasks"][0], "data": {"image": OK_IMAGE}}]}),
+        # -- basic auth parsing: any header, any route, before auth is checked --
+        Case("auth-latin1-byte-health", 401, ("basic auth",), auth=None, method="get", path="/health",
+             headers={"Authorization": "Basic \xff"}),
+        Case("auth-latin1-byte-predict", 401, ("basic auth",), auth=None, headers={"Authorization": "Basic \xff"},
+             json_body=body()),
+        Case("auth-latin1-byte-metrics", 401, ("basic auth",), auth=None, method="get", path="/metrics",
+             headers={"Authorization": "Basic \xe9t\xe9"}),
+        Case("auth-empty-basic", 401, ("basic auth",), auth=None, headers={"Authorization": "Basic "}, json_body=body()),
+        Case("auth-scheme-only", 401, ("basic auth",), auth=None, headers={"Authorization": "Basic"}, json_body=body()),
+        Case("auth-digest", 401, ("basic auth",), auth=None, json_body=body(),
+             headers={"Authorization": 'Digest username="annotator-bot", realm="x", nonce="1", response="2"'}),
+        Case("auth-binary-credentials", 401, ("basic auth",), auth=None, headers=basic(b"\xff\xfe", b"\x00\xff"),
+             json_body=body()),
+        Case("auth-wrong-user", 401, ("basic auth",), auth=None, headers=basic(b"someone", AUTH[1].encode()),
+             json_body=body()),
+        Case("auth-base64-padding-junk", 401, ("basic auth",), auth=None, json_body=body(),
+             headers={"Authorization": basic(AUTH[0].encode(), AUTH[1].encode())["Authorization"] + "=="}),
+        Case("auth-on-metrics", 401, ("basic auth",), auth=None, method="get", path="/metrics"),
+        Case("auth-on-openapi", 401, ("basic auth",), auth=None, method="get", path="/openapi.json"),
+        Case("auth-on-unknown-route", 401, ("basic auth",), auth=None, method="get", path="/nope"),
+        Case("auth-on-auto-annotate-status", 401, ("basic auth",), auth=None, method="get", path="/auto-annotate/x"),
+        Case("auth-on-auto-annotate", 401, ("basic auth",), auth=None, path="/auto-annotate", json_body=auto()),
+        # -- routes and methods --
+        Case("unknown-route", 404, ("not found",), method="get", path="/nope"),
+        Case("unknown-route-post", 404, ("not found",), path="/predict/extra", json_body=body()),
+        Case("trailing-slash", 404, ("not found",), path="/predict/", json_body=body()),
+        Case("percent-encoded-garbage-route", 404, ("not found",), method="get", path="/%ff%fe%ed%a0%80"),
+        Case("get-predict", 405, ("method",), method="get"),
+        Case("delete-predict", 405, ("method",), method="delete"),
+        Case("patch-setup", 405, ("method",), method="patch", path="/setup", json_body={}),
+        Case("get-setup", 405, ("method",), method="get", path="/setup"),
+        Case("get-webhook", 405, ("method",), method="get", path="/webhook"),
+        Case("post-health", 405, ("method",), path="/health", json_body={}),
+        Case("post-metrics", 405, ("method",), path="/metrics", json_body={}),
+        Case("post-openapi", 405, ("method",), path="/openapi.json", json_body={}),
+        Case("put-auto-annotate", 405, ("method",), method="put", path="/auto-annotate", json_body=auto()),
+        Case("delete-auto-annotate-job", 405, ("method",), method="delete", path="/auto-annotate/x"),
+        Case("post-auto-annotate-job", 405, ("method",), path="/auto-annotate/x", json_body={}),
+        # -- /auto-annotate: body, project, tasks, options --
+        Case("auto-annotate-array", 400, ("json object",), path="/auto-annotate", raw=b"[1]"),
+        Case("auto-annotate-surrogate-bytes", 400, ("utf-8",), path="/auto-annotate", raw=b'{"project": "\xed\xb0\x80"}'),
+        Case("auto-annotate-no-project", 400, ("project",), path="/auto-annotate", json_body={"tasks": [1]}),
+        Case("auto-annotate-project-string", 400, ("project",), path="/auto-annotate", json_body=auto(project="1")),
+        Case("auto-annotate-project-bool", 400, ("project",), path="/auto-annotate", json_body=auto(project=True)),
+        Case("auto-annotate-project-negative", 400, ("project",), path="/auto-annotate", json_body=auto(project=-1)),
+        Case("auto-annotate-project-float", 400, ("project",), path="/auto-annotate", json_body=auto(project=1.5)),
+        Case("auto-annotate-project-huge", 400, ("project",), path="/auto-annotate", json_body=auto(project=HUGE)),
+        Case("auto-annotate-tasks-string", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks="some")),
+        Case("auto-annotate-tasks-empty", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks=())),
+        Case("auto-annotate-task-id-string", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks=("1",))),
+        Case("auto-annotate-task-id-zero", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks=(0,))),
+        Case("auto-annotate-task-id-bool", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks=(True,))),
+        Case("auto-annotate-task-id-huge", 400, ("tasks",), path="/auto-annotate", json_body=auto(tasks=(HUGE,))),
+        Case("auto-annotate-options-list", 400, ("options",), path="/auto-annotate",
+             json_body={**auto(), "options": ["polygon"]}),
+        Case("auto-annotate-unknown-option", 400, ("unknown option",), path="/auto-annotate", json_body=auto(colour=1)),
+        Case("auto-annotate-bad-output", 400, ("output",), path="/auto-annotate", json_body=auto(output="mesh")),
+        Case("auto-annotate-bad-mode", 400, ("mode",), path="/auto-annotate", json_body=auto(mode="train")),
+        Case("auto-annotate-points-zero", 400, ("points_per_side", "outside"), path="/auto-annotate",
+             json_body=auto(points_per_side=0)),
+        Case("auto-annotate-points-fraction", 400, ("points_per_side", "integer"), path="/auto-annotate",
+             json_body=auto(points_per_side=2.5)),
+        Case("auto-annotate-iou-string", 400, ("pred_iou_thresh", "number"), path="/auto-annotate",
+             json_body=auto(pred_iou_thresh="high")),
+        Case("auto-annotate-label-number", 400, ("label",), path="/auto-annotate", json_body=auto(label=3)),
+        Case("auto-annotate-unknown-job", 404, ("no auto-annotate job",), method="get", path="/auto-annotate/nope"),
+        Case("auto-annotate-long-job-id", 404, ("no auto-annotate job",), method="get", path="/auto-annotate/" + "j" * 3000),
+        Case("auto-annotate-odd-job-id", 404, ("no auto-annotate job",), method="get",
+             path="/auto-annotate/%ff%ed%a0%80%00"),
+    ]
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
@@ -291,9 +535,10 @@ def local_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(start_backend, fake_ls, local_root):
+def server(start_backend, fake_ls, local_root, redis_server):
     return start_backend({
         "SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
+        "REDIS_URL": redis_server.url,  # /auto-annotate validates its body only with a queue configured
         "LOCAL_FILES_DOCUMENT_ROOT": str(local_root), "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "MAX_PROMPT_POINTS": str(MAX_PROMPT_POINTS), "MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1], "FETCH_TIMEOUT_S": "10",
@@ -332,6 +577,83 @@ def test_bad_input_gets_its_4xx_naming_the_cause(server, fake_ls, tripwire, inde
     missing = [w for w in case.words if w.lower() not in text]
     assert not missing, f"{case.name}: message does not name {missing}: {reply}"
     assert LS_TOKEN not in response.text and AUTH[1] not in response.text
+
+
+def leaf_paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key path into a JSON document (objects and list items, inner nodes included)."""
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    paths = []
+    for key, value in items:
+        paths.append((*prefix, key))
+        paths.extend(leaf_paths(value, (*prefix, key)))
+    return paths
+
+
+def replaced(doc: Any, path: tuple, value: Any) -> Any:
+    doc = json.loads(json.dumps(doc))
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+WRONG_TYPES = (None, HUGE, -1.5, "", "\ud800", [], {}, True)
+
+
+def ls_bodies() -> list[tuple[str, dict, int]]:
+    """LS's captured bodies (route, body, depth of the fields swept), pointed at the fake LS's
+    image at the size it has, so unmutated they succeed. The webhook's project statistics are
+    swept one level deep: the backend reads only `action`."""
+    predict = sample("predict_interactive_request.json")
+    predict["tasks"][0]["data"]["image"] = OK_IMAGE
+    for region in predict["params"]["context"]["result"]:
+        region.update(original_width=W, original_height=H)
+    return [("/predict", predict, 99), ("/predict", sample("predict_batch_request.json"), 99),
+            ("/setup", {**sample("setup_request.json"), "hostname": "http://ls.example"}, 99),
+            ("/webhook", sample("webhook_start_training.json"), 2)]
+
+
+def test_wrong_type_at_every_field_of_ls_bodies_is_never_a_5xx(server):
+    """Each field of LS's real bodies replaced by each wrong type: a JSON 4xx, or 200 where LS's
+    field is not used; never a 5xx. (Bounded: ~1.5k requests, mostly answered before any image work.)"""
+    failures = []
+    for path, doc, depth in ls_bodies():
+        assert server.post(path, doc).status_code == 200, path
+        for field_path in (p for p in leaf_paths(doc) if len(p) <= depth):
+            for value in WRONG_TYPES:
+                response = requests.post(server.url + path, data=json.dumps(replaced(doc, field_path, value)),
+                                         headers={"Content-Type": "application/json"}, auth=AUTH, timeout=60)
+                ok = response.status_code == 200 or (
+                    400 <= response.status_code < 500 and response.headers["Content-Type"].startswith("application/json")
+                    and {"error", "message"} <= set(response.json()))
+                if not ok:
+                    failures.append(f"{path} {field_path}={value!r:.40}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures[:20])
+
+
+@pytest.fixture(scope="module")
+def open_server(start_backend, fake_ls):
+    """The same backend without BASIC_AUTH: the header must still never break a request."""
+    return start_backend({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN})
+
+
+@pytest.mark.parametrize("header", ["Basic \xff", "Basic \xe9t\xe9:x", "Basic", "Basic !!!", "Bearer \xff", "\xff\xfe"])
+def test_odd_authorization_header_without_basic_auth_is_ignored(open_server, header):
+    health = requests.get(open_server.url + "/health", headers={"Authorization": header}, timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "UP"
+    click = requests.post(open_server.url + "/predict", json=body(), headers={"Authorization": header}, timeout=60)
+    assert click.status_code == 200, click.text
+    assert "unhandled error" not in open_server.log()
+
+
+def test_valid_surrogate_pairs_pass(server):
+    """Only lone surrogates are refused: an emoji (a pair in JSON's escapes) in a label is fine."""
+    config = CONFIG.replace('"Orange"', '"Orange \U0001F34A"')
+    response = requests.post(server.url + "/predict", data=json.dumps(body(label_config=config)), auth=AUTH,
+                             headers={"Content-Type": "application/json"}, timeout=60)
+    assert b"\\ud83c\\udf4a" in json.dumps(body(label_config=config)).encode()
+    assert response.status_code == 200, response.text
 
 
 def test_refused_urls_never_connected(tripwire, server, fake_ls):

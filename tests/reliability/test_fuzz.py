@@ -8,11 +8,16 @@ generated prompt regions on that image, mostly plausible, some hostile) so the f
 loading and decoding. Examples are bounded (EXAMPLES per route and mode) and every request
 has a timeout, so the run is short and cannot hang.
 
+Beyond the description: valid bodies with fields at any depth set to JSON the schemas never
+produce (lone surrogates, 400-digit integers, NaN/Infinity), and arbitrary latin-1
+Authorization headers; neither may ever get a 5xx.
+
 Network safety: generated task data never leaves 127.0.0.1. Image values with a URL scheme
 other than data: / cloud (which go through the fake LS) are rewritten to an LS path.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
 from backend.openapi import openapi_spec
 from tests.http.conftest import LS_TOKEN, png, sample, scene
 from tests.reliability.fake_ls import FakeLabelStudioAPI
+from tests.reliability.test_bad_inputs import leaf_paths, replaced
 
 EXAMPLES = 25
 CONFIG = sample("predict_interactive_request.json")["label_config"]
@@ -60,13 +66,6 @@ def server(start_backend, fake_ls, redis_server):
     return start_backend({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
                    "REDIS_URL": redis_server.url, "MAX_REQUEST_BYTES": "200000", "FETCH_TIMEOUT_S": "5",
                    "WARM_QUEUE_SIZE": "4"})
-
-
-@pytest.fixture(scope="module")
-def auto_annotate_wired(server) -> bool:
-    """Whether app.py registers the auto-annotate routes yet (an unknown route 404s with Werkzeug's text)."""
-    probe = requests.post(server.url + "/auto-annotate", json={}, timeout=30)
-    return probe.status_code != 404
 
 
 def keep_local(body: Any) -> Any:
@@ -124,9 +123,7 @@ def deepen(body: Any, regions: list[dict]) -> Any:
 
 
 @pytest.mark.parametrize("path, method, mode", RUNS, ids=[f"{m.upper()} {p} {g.value}" for p, m, g in RUNS])
-def test_fuzzed_requests_get_documented_answers(server, auto_annotate_wired, path, method, mode):
-    if path.startswith("/auto-annotate") and not auto_annotate_wired:
-        pytest.skip("auto-annotate routes are not registered in backend/app.py yet")
+def test_fuzzed_requests_get_documented_answers(server, path, method, mode):
     operation = SCHEMA[path][method]
     seen: list[int] = []
 
@@ -144,6 +141,72 @@ def test_fuzzed_requests_get_documented_answers(server, auto_annotate_wired, pat
     print(f"{method.upper()} {path} {mode.value}: statuses {sorted(Counter(seen).items())}")
     assert seen, "no request was sent"
     assert server.get("/health").status_code == 200
+
+
+# Any JSON Python's parser accepts, including what the description's schemas never produce:
+# lone surrogates, integers of hundreds of digits, NaN and +-Infinity literals.
+_ODD_SCALAR = st.one_of(
+    st.sampled_from(["\ud800", "x\udfff", "\udc00\ud800", "\ud83d\ude00", "", 10**400, -10**400, 2**63,
+                     float("nan"), float("inf"), float("-inf"), None, True, [], {}]),
+    st.integers(), st.floats(), st.text(max_size=20),
+)
+_ODD_JSON = st.recursive(_ODD_SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=8), st.just("\ud800")), inner, max_size=3)),
+    max_leaves=6)
+
+
+def valid_bodies() -> dict[str, dict]:
+    """A body each POST route accepts (LS's captured ones, on the fake LS's image), to mutate."""
+    predict = sample("predict_interactive_request.json")
+    predict["tasks"][0]["data"]["image"] = IMAGE
+    for region in predict["params"]["context"]["result"]:
+        region.update(original_width=W, original_height=H)
+    return {"/predict": predict, "/setup": {**sample("setup_request.json"), "hostname": "http://ls.example"},
+            "/webhook": {"action": "START_TRAINING", "project": {"id": 1, "title": "p"}},
+            "/auto-annotate": {"project": 1, "tasks": [1], "options": {"points_per_side": 4, "max_masks": 3}}}
+
+
+POST_ROUTES = sorted(path for path, item in openapi_spec()["paths"].items() if "post" in item)
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_odd_json_at_any_field_never_gets_a_5xx(server, path):
+    """A valid body with one to three fields (at any depth) set to odd JSON: always a JSON answer below 500."""
+    base = valid_bodies()[path]
+    fields = leaf_paths(base)
+    seen: list[int] = []
+
+    @settings(max_examples=EXAMPLES * 2, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(changes=st.lists(st.tuples(st.sampled_from(fields), _ODD_JSON), min_size=1, max_size=3))
+    def run(changes: list[tuple[tuple, Any]]) -> None:
+        body = base
+        for field_path, value in changes:
+            try:
+                body = replaced(body, field_path, value)
+            except (KeyError, IndexError, TypeError):  # an earlier change removed the path
+                continue
+        text = json.dumps(keep_local(body))
+        response = requests.post(server.url + path, data=text, headers={"Content-Type": "application/json"}, timeout=60)
+        seen.append(response.status_code)
+        assert response.status_code < 500, f"{path} {text[:300]}: {response.status_code} {response.text[:300]}"
+        assert response.headers["Content-Type"].startswith("application/json")
+
+    run()
+    print(f"POST {path} odd JSON: statuses {sorted(Counter(seen).items())}")
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(header=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40),
+       scheme=st.sampled_from(["Basic ", "basic ", "Bearer ", "", "Basic  "]))
+def test_any_authorization_header_is_harmless_without_basic_auth(server, header, scheme):
+    """The server runs without BASIC_AUTH: whatever the header holds (latin-1), /health answers 200,
+    or the HTTP layer's JSON 400 for a header it cannot read (an empty value, say); never a 5xx."""
+    response = requests.get(server.url + "/health", headers={"Authorization": (scheme + header).strip()}, timeout=30)
+    assert response.status_code in (200, 400), response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    if response.status_code == 400:
+        assert "header" in response.json()["message"].lower(), response.text
 
 
 def test_description_covers_every_route_the_app_serves():
