@@ -1,8 +1,10 @@
 """gunicorn settings from the same environment variables as the app (PORT, WORKERS, THREADS, LOG_LEVEL).
 
 No preload: each worker imports `_wsgi` after fork and loads its own model there, so CUDA is
-never initialised in the parent. Threads share the worker's one model; the timeout sits above
-Label Studio's 100 s /predict timeout so a cold CPU click is not killed mid-encode.
+never initialised in the parent. Each worker serves with waitress (backend/waitress_worker.py):
+its I/O thread buffers whole requests, so slow clients never hold one of the THREADS request
+threads, which share the worker's one model. The timeout is the worker heartbeat (the I/O
+loop beats every second, whatever the requests do), above LS's 100 s /predict timeout.
 """
 from backend.settings import Settings
 
@@ -12,11 +14,11 @@ wsgi_app = "_wsgi:app"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread"
+worker_class = "backend.waitress_worker.WaitressWorker"
+worker_connections = 1000  # open connections per worker (slow ones included); then accepts wait
 preload_app = False
 timeout = 180
 graceful_timeout = 30
-keepalive = 5
 loglevel = _settings.log_level.lower()
 accesslog = None  # the app logs one line per request, with timings
 errorlog = "-"

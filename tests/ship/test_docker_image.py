@@ -36,7 +36,21 @@ def test_healthcheck_hits_health() -> None:
 def test_gunicorn_loads_the_model_after_fork() -> None:
     assert "--preload" not in DOCKERFILE
     assert instructions("CMD") == ['["gunicorn", "-c", "gunicorn.conf.py", "_wsgi:app"]']
-    assert re.search(r"^preload_app\s*=\s*False", (ROOT / "gunicorn.conf.py").read_text(), re.M)
+    assert re.search(r"^preload_app\s*=\s*False", (ROOT / "gunicorn.conf.py").read_text(), re.MULTILINE)
+
+
+def test_gunicorn_serves_through_the_slow_client_safe_worker() -> None:
+    """gthread would let slow clients hold request threads (see backend/waitress_worker.py)."""
+    import runpy
+
+    from gunicorn.config import Config
+
+    from backend.waitress_worker import WaitressWorker
+
+    config = Config()
+    config.set("worker_class", runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"])
+    assert config.worker_class is WaitressWorker
+    assert re.search(r"^waitress==", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
 
 
 def test_no_weights_or_venv_in_the_build_context() -> None:
@@ -51,7 +65,7 @@ def run_entrypoint(tmp_path: Path, *command: str, **env: str) -> subprocess.Comp
         "PYTHONPATH": str(ROOT),
     }
     return subprocess.run([str(ENTRYPOINT), *command], cwd=tmp_path, env={**base, **env},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_entrypoint_skips_the_download_for_grabcut_and_the_worker(tmp_path: Path) -> None:
