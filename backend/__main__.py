@@ -1,7 +1,8 @@
 """Command line: `python -m backend auto-annotate ...` and `python -m backend worker`.
 
-auto-annotate enqueues a run on RQ and follows it with a progress bar when REDIS_URL is set
-(workers do the work), or labels the tasks in this process with --local or without Redis.
+auto-annotate enqueues a run on RQ and follows it with a progress bar when a job queue Redis is
+set (QUEUE_REDIS_URL, else REDIS_URL; workers do the work), or labels the tasks in this process
+with --local or without Redis. Both refuse a queue Redis that may evict (see backend/runs.py).
 It exits 1 when any task failed, after listing them.
 """
 from __future__ import annotations
@@ -88,16 +89,17 @@ def _run_local(settings: Settings, args: argparse.Namespace, model_id: str) -> d
 
 def _auto_annotate(settings: Settings, args: argparse.Namespace) -> int:
     model_id = engine_spec(settings).model_id
-    if args.local or not settings.redis_url:
+    if args.local or not settings.job_redis_url:
         status = _run_local(settings, args, model_id)
     else:
-        from backend.runs import redis_for_runs, start_run
+        from backend.runs import QueueRedis, queue_redis_errors, start_run
 
-        connection = redis_for_runs(settings)
+        connection = QueueRedis(settings).get()
         tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else "all"
         run_id = start_run(settings, connection, model_id, args.project, tasks, _options(args))
         print(f"started auto-annotate run {run_id}; workers: python -m backend worker", file=sys.stderr)
-        status = _follow(JobProgress(connection), run_id)
+        with queue_redis_errors(settings):
+            status = _follow(JobProgress(connection), run_id)
     print(f"{status['done']} of {status['total']} tasks done, {status['failed']} failed")
     for error in status["errors"]:
         print(f"  task {error['task']}: {error['error']}")
@@ -111,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "worker":
             from backend.jobs import run_worker
-            from backend.runs import redis_for_runs
+            from backend.runs import QueueRedis
 
-            run_worker(redis_for_runs(settings), settings.rq_queue, burst=args.burst)
+            run_worker(QueueRedis(settings).get(), settings.rq_queue, burst=args.burst)
             return 0
         return _auto_annotate(settings, args)
     except BackendError as exc:

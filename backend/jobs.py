@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from rq import Queue, Retry, get_current_job

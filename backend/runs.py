@@ -1,17 +1,27 @@
-"""Starting and reading auto-annotate runs: shared by POST /auto-annotate and the CLI."""
+"""Starting and reading auto-annotate runs: shared by POST /auto-annotate and the CLI.
+
+Jobs and run records live in the job queue's Redis (settings.job_redis_url: QUEUE_REDIS_URL,
+else REDIS_URL), which must never evict: an LRU Redis filled by embeddings would drop queued
+jobs and runs without a trace. It is checked on first use, and its failures become 503s.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import redis
 
 from backend.auto_annotate import output_for, parse_options, run_spec
-from backend.errors import BadRequest, Overloaded
+from backend.errors import BackendError, BadRequest, Overloaded
 from backend.job_progress import JobProgress
 from backend.jobs import enqueue_run, make_queue
 from backend.label_config import parse_label_config
-from backend.settings import Settings
 from backend.ls_client import LabelStudioClient
+from backend.settings import Settings
+
+LS_ID_MAX = 2**63 - 1  # LS keeps ids in 64-bit database columns
 
 
 def label_studio_client(settings: Settings) -> LabelStudioClient:
@@ -23,26 +33,101 @@ def label_studio_client(settings: Settings) -> LabelStudioClient:
                              timeout=settings.fetch_timeout_s)
 
 
-def redis_for_runs(settings: Settings) -> redis.Redis:
-    if not settings.redis_url:
-        raise Overloaded("auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
-                         "set REDIS_URL for the backend and start workers: python -m backend worker")
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+class QueueRedisEvicts(BackendError):
+    """The job queue's Redis may evict keys: queued jobs and run records would vanish silently."""
+
+    status, code = 503, "queue_redis_evicts"
+
+
+class QueueRedisUnavailable(Overloaded):
+    """The job queue's Redis is down or full: temporary, so 503 with Retry-After."""
+
+    code = "queue_unavailable"
+
+
+def queue_redis_name(settings: Settings) -> str:
+    """The variable that names the job queue's Redis (QUEUE_REDIS_URL, else the cache's REDIS_URL)."""
+    return "QUEUE_REDIS_URL" if settings.queue_redis_url else "REDIS_URL"
+
+
+@contextmanager
+def queue_redis_errors(settings: Settings) -> Iterator[None]:
+    """Redis failures on the job queue as 503s that say what happened, instead of 500s."""
+    name = queue_redis_name(settings)
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is unreachable: {exc}",
+                                    f"start that Redis or fix {name}; runs already queued there resume with it") from exc
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is full: {exc}",
+                                    "raise its maxmemory, or let its finished runs expire; nothing queued was lost") from exc
+    except redis.exceptions.ReadOnlyError as exc:
+        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is a read-only replica",
+                                    f"point {name} at the primary") from exc
+
+
+def check_never_evicts(connection: redis.Redis, settings: Settings) -> None:
+    """Refuse a queue Redis whose maxmemory-policy may evict jobs and run records (INFO, as CONFIG may be disabled)."""
+    with queue_redis_errors(settings):
+        policy = connection.info("memory").get("maxmemory_policy", "unknown")
+    if policy == "noeviction":
+        return
+    name = queue_redis_name(settings)
+    message = (f"{name} points at a Redis with maxmemory-policy {policy}: it would evict queued auto-annotate jobs "
+               "and run records when it fills up, and runs would vanish silently")
+    if settings.queue_redis_url:
+        fix = ("run that Redis with --maxmemory-policy noeviction --appendonly yes, "
+               "or point QUEUE_REDIS_URL at one that is")
+    else:
+        fix = ("set QUEUE_REDIS_URL to a second Redis run with --maxmemory-policy noeviction --appendonly yes "
+               "(REDIS_URL stays the LRU embedding cache), or run the one Redis with noeviction")
+    raise QueueRedisEvicts(message, fix)
+
+
+class QueueRedis:
+    """The job queue's Redis client, made on first use and checked then to never evict.
+
+    Not checked at import or start, so a backend without Redis, or whose Redis starts later,
+    still serves clicks; a failed check is repeated on the next use, so fixing the Redis
+    needs no restart.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None:
+                if not self.settings.job_redis_url:
+                    raise Overloaded("auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
+                                     "set QUEUE_REDIS_URL (a noeviction Redis) for the backend and its workers, "
+                                     "and start workers: python -m backend worker")
+                client = redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=10)
+                check_never_evicts(client, self.settings)
+                self._client = client
+            return self._client
+
+
+def is_ls_id(value: Any) -> bool:
+    """A Label Studio object id: a positive integer that fits LS's 64-bit database column."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LS_ID_MAX
 
 
 def parse_task_selection(raw: Any) -> list[int] | None:
     """`[ids]` -> those tasks; `"all"` -> None (every task of the project)."""
     if raw == "all":
         return None
-    if (not isinstance(raw, list) or not raw
-            or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in raw)):
+    if not isinstance(raw, list) or not raw or not all(is_ls_id(t) for t in raw):
         raise BadRequest("'tasks' must be \"all\" or a non-empty list of task ids", 'send e.g. "tasks": [1, 2, 3]')
     return sorted(set(raw))
 
 
 def make_spec(client: LabelStudioClient, model_id: str, project: Any, options: Any) -> dict[str, Any]:
     """What every task of a run needs, checked once against the project's label config."""
-    if not isinstance(project, int) or isinstance(project, bool) or project <= 0:
+    if not is_ls_id(project):
         raise BadRequest("'project' must be a Label Studio project id (a positive integer)")
     parsed = parse_options(options)
     label_config = client.get(f"/api/projects/{project}/").json().get("label_config", "")
@@ -55,14 +140,21 @@ def start_run(settings: Settings, connection: redis.Redis, model_id: str, projec
     """Validate the request, then enqueue one job per task (or a planner job for "all")."""
     selection = parse_task_selection(tasks)
     spec = make_spec(label_studio_client(settings), model_id, project, options)
-    return enqueue_run(make_queue(connection, settings.rq_queue), JobProgress(connection), spec, selection,
-                       settings.job_retries, settings.job_timeout_s)
+    with queue_redis_errors(settings):
+        return enqueue_run(make_queue(connection, settings.rq_queue), JobProgress(connection), spec, selection,
+                           settings.job_retries, settings.job_timeout_s)
 
 
 def run_starter(settings: Settings) -> Callable[[dict[str, Any], list[int]], str] | None:
-    """spec, task ids -> run id on the configured queue; None without REDIS_URL."""
-    if not settings.redis_url:
+    """spec, task ids -> run id on the job queue; None without a queue Redis."""
+    if not settings.job_redis_url:
         return None
-    connection = redis_for_runs(settings)
-    queue, progress = make_queue(connection, settings.rq_queue), JobProgress(connection)
-    return lambda spec, tasks: enqueue_run(queue, progress, spec, tasks, settings.job_retries, settings.job_timeout_s)
+    queue_redis = QueueRedis(settings)
+
+    def start(spec: dict[str, Any], tasks: list[int]) -> str:
+        connection = queue_redis.get()
+        with queue_redis_errors(settings):
+            return enqueue_run(make_queue(connection, settings.rq_queue), JobProgress(connection), spec, tasks,
+                               settings.job_retries, settings.job_timeout_s)
+
+    return start

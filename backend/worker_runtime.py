@@ -38,7 +38,8 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=10, health_check_interval=30)
+        """The job queue's Redis (runs, progress, planned jobs); the embedding cache has its own."""
+        return redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=10, health_check_interval=30)
 
     @cached_property
     def progress(self) -> JobProgress:

@@ -56,9 +56,9 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:
-        log = open(self.log_dir / f"worker{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=ROOT, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_dir / f"worker{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=ROOT, env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -137,7 +137,7 @@ def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_rerun_replaces_the
     assert status["state"] == "finished"
     assert predictions_per_task(ls) == {t: 1 for t in TASKS}, "a rerun must replace, not duplicate"
     assert client.get("/auto-annotate/no-such-run").status_code == 404
-    assert set(p["id"] for p in ls.predictions.values()).isdisjoint(p["id"] for p in first.values())
+    assert {p["id"] for p in ls.predictions.values()}.isdisjoint(p["id"] for p in first.values())
 
 
 def _decode(region: dict) -> np.ndarray:
@@ -185,10 +185,10 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(client, l
 def test_cli_labels_tasks_in_process_and_exits_nonzero_naming_failed_tasks(env, ls):
     ls.add_task(9, {"image": "/data/upload/1/missing.png"})
     run = subprocess.run([sys.executable, "-m", "backend", "auto-annotate", "--project", "1", "--tasks", "1,9",
-                          "--local", "--options", '{"points_per_side": 4, "pred_iou_thresh": 0, '
-                          '"stability_score_thresh": 0}'],
+                          "--local", "--options", ('{"points_per_side": 4, "pred_iou_thresh": 0, '
+                                                   '"stability_score_thresh": 0}')],
                          cwd=ROOT, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, check=False)
     assert run.returncode == 1, run.stderr
     assert "1 of 2 tasks done, 1 failed" in run.stdout
     assert "task 9:" in run.stdout

@@ -19,6 +19,7 @@ SETTINGS_VARS = {f.name.upper() for f in fields(Settings)}
 ENTRYPOINT_VARS = {"SAM_SKIP_DOWNLOAD"}  # read by docker/entrypoint.sh, not by the app
 BACKENDS = ("backend-gpu", "backend-cpu")
 WORKERS = ("worker-gpu", "worker-cpu")
+REDISES = ("redis-cache", "redis-queue")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
@@ -30,7 +31,7 @@ def compose_config(env_file: Path) -> dict[str, Any]:
     """The resolved file, blind to the caller's shell variables and any docker/.env."""
     out = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": os.environ["PATH"]},
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": os.environ["PATH"]}, check=False,
     )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
@@ -48,11 +49,11 @@ def published(service: dict[str, Any]) -> set[int]:
 
 
 def test_services_and_ports(services: dict[str, Any]) -> None:
-    assert set(services) == {"label-studio", "redis", *BACKENDS, *WORKERS}
+    assert set(services) == {"label-studio", *REDISES, *BACKENDS, *WORKERS}
     assert published(services["label-studio"]) == {8080}
     for name in BACKENDS:
         assert published(services[name]) == {9090}
-    assert not published(services["redis"]) and not any(published(services[w]) for w in WORKERS)
+    assert not any(published(services[name]) for name in (*REDISES, *WORKERS))
 
 
 def test_label_studio_is_pinned_and_serves_the_shared_files(services: dict[str, Any]) -> None:
@@ -72,7 +73,7 @@ def test_label_studio_is_pinned_and_serves_the_shared_files(services: dict[str, 
 
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
-    for name in ("label-studio", "redis", *BACKENDS):
+    for name in ("label-studio", *REDISES, *BACKENDS):
         test = services[name]["healthcheck"]["test"]
         assert test[0] == "CMD"
     assert "/health" in " ".join(services["backend-cpu"]["healthcheck"]["test"])
@@ -81,7 +82,7 @@ def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) 
 
 def test_start_order_waits_for_health(services: dict[str, Any]) -> None:
     for backend, worker in zip(BACKENDS, WORKERS):
-        assert services[backend]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+        assert services[backend]["depends_on"] == {name: {"condition": "service_healthy"} for name in REDISES}
         assert services[worker]["depends_on"] == {backend: {"condition": "service_healthy"}}
 
 
@@ -92,7 +93,8 @@ def test_backends_are_reachable_as_backend_and_wired_to_ls_and_redis(services: d
         env = services[name]["environment"]
         assert env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
         assert "LABEL_STUDIO_API_KEY" in env
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["REDIS_URL"] == "redis://redis-cache:6379/0"
+        assert env["QUEUE_REDIS_URL"] == "redis://redis-queue:6379/0"
         assert env["RQ_QUEUE"] == Settings.rq_queue
         unknown = set(env) - SETTINGS_VARS - ENTRYPOINT_VARS
         assert not unknown, f"not read by backend/settings.py: {unknown}"
@@ -116,11 +118,26 @@ def test_workers_run_the_job_worker_and_never_download(services: dict[str, Any])
         assert services[name]["environment"]["SAM_SKIP_DOWNLOAD"] == "true"
 
 
-def test_redis_is_a_bounded_cache_without_persistence(services: dict[str, Any]) -> None:
-    command = services["redis"]["command"]
-    assert services["redis"]["image"] == "redis:7-alpine"
-    pairs = dict(zip(command[1::2], command[2::2]))
-    assert pairs == {"--maxmemory": "2gb", "--maxmemory-policy": "allkeys-lru", "--save": "", "--appendonly": "no"}
+def redis_options(service: dict[str, Any]) -> dict[str, str]:
+    command = service["command"]
+    assert service["image"] == "redis:7-alpine" and command[0] == "redis-server"
+    return dict(zip(command[1::2], command[2::2]))
+
+
+def test_cache_redis_is_a_bounded_lru_without_persistence(services: dict[str, Any]) -> None:
+    assert redis_options(services["redis-cache"]) == {
+        "--maxmemory": "2gb", "--maxmemory-policy": "allkeys-lru", "--save": "", "--appendonly": "no"}
+    assert "volumes" not in services["redis-cache"]
+
+
+def test_queue_redis_never_evicts_and_persists_to_a_volume(services: dict[str, Any]) -> None:
+    """Jobs and runs must survive the cache filling up (an LRU would evict them) and restarts."""
+    options = redis_options(services["redis-queue"])
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert options["--appendonly"] == "yes"
+    assert options.get("--save") != ""
+    (volume,) = services["redis-queue"]["volumes"]
+    assert volume.startswith("queue-data:/data"), volume  # the named volume, where Redis writes its files
 
 
 def test_env_example_feeds_the_token_to_ls_and_backend(tmp_path: Path) -> None:
