@@ -10,7 +10,6 @@ import logging
 import re
 import threading
 import time
-from typing import Any
 
 import numpy as np
 from flask import Flask, Response, g, jsonify, request
@@ -21,12 +20,14 @@ from backend.auth import check_basic_auth
 from backend.auto_annotate import AutoAnnotator, PredictAutoAnnotator, options_from_setting
 from backend.auto_annotate_routes import auto_annotate_blueprint
 from backend.cache import EmbeddingCache
+from backend.download_slots import DownloadSlots, download_slots_for
 from backend.engine import RETRY_AFTER_S, Engine, ServingEngine, engine_spec, spec_for
-from backend.errors import BackendError, BadRequest, Overloaded, Unauthorized
+from backend.errors import BackendError, BadRequest, ImageFetchError, Overloaded, Unauthorized
 from backend.images import ImageFetcher, ImageRef, load_image, resolve_image_ref
 from backend.json_provider import OrjsonProvider
 from backend.logits_store import LogitsStore
-from backend.ls_client import LabelStudioClient
+from backend.ls_address import SetupInfo, SetupStore, address_warnings, parse_setup
+from backend.ls_client import LabelStudioAuthError, LabelStudioClient
 from backend.metrics import Metrics
 from backend.model import Limits, SamBackend
 from backend.openapi import openapi_spec
@@ -44,42 +45,96 @@ QUIET_ROUTES = ("/health", "/metrics", "/")  # polled often: their request lines
 class LabelStudioImages:
     """Task images through backend.images, with LS credentials from the environment or /setup.
 
-    LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY win; otherwise the `hostname` and `access_token`
-    LS sends in /setup are used. /setup reaches one worker only, so with WORKERS > 1 set the
-    environment variables.
+    backend.ls_address's rules: LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL; a
+    /setup hostname (used only while LABEL_STUDIO_URL is unset) only with the access_token that
+    came with it. What /setup said reaches every process through Redis when there is one.
     """
 
     def __init__(self, settings: Settings):
         self._settings = settings
         self._lock = threading.Lock()
-        self._identity: tuple[str, str] | None = None
+        # With both variables set nothing of /setup is used, so nothing of it is kept or shared.
+        self._uses_setup = not (settings.label_studio_url and settings.label_studio_api_key)
+        self._setup = SetupStore(settings.job_redis_url if self._uses_setup else "",
+                                 f"sam-backend:{settings.rq_queue}:ls-setup")
+        self._identity: SetupInfo | None = None
         self._base_url = ""
         self._fetcher = self._build("", "")
+        self._downloads = DownloadSlots(download_slots_for(settings.threads))
 
-    def configure(self, hostname: Any, access_token: Any) -> None:
-        hostname = hostname if isinstance(hostname, str) else ""
-        access_token = access_token if isinstance(access_token, str) else ""
+    def configure(self, body: dict) -> None:
+        """/setup: a bad body is a 400 before anything is kept, so it cannot break later clicks."""
+        info = parse_setup(body, token_required=not self._settings.label_studio_url)
+        if info is not None and self._uses_setup:
+            self._setup.learn(info)
+
+    def _current(self) -> tuple[str, ImageFetcher]:
+        """The LS base URL and fetcher for what the latest /setup (in any process) said."""
+        info = self._setup.current() if self._uses_setup else None
         with self._lock:
-            if (hostname, access_token) != self._identity:
-                self._fetcher = self._build(hostname, access_token)
+            if info is not None and info != self._identity:
+                self._fetcher = self._build(info.hostname, info.access_token)
+                self._identity = info
+            return self._base_url, self._fetcher
 
     def _build(self, hostname: str, access_token: str) -> ImageFetcher:
         s = self._settings
-        base = s.label_studio_url or hostname
+        if s.label_studio_url:
+            base, token = s.label_studio_url, s.label_studio_api_key or access_token
+        else:  # never LABEL_STUDIO_API_KEY here: it belongs to LABEL_STUDIO_URL alone
+            base, token = hostname, access_token
         client = None
         if base:
-            client = LabelStudioClient(base, api_key=s.label_studio_api_key, access_token=access_token,
-                                       timeout=s.fetch_timeout_s)
-        self._identity, self._base_url = (hostname, access_token), base
+            client = LabelStudioClient(base, api_key=token, timeout=s.fetch_timeout_s)
+        self._base_url = base
         return ImageFetcher(client, local_files_root=s.local_files_document_root, max_image_bytes=s.max_image_bytes,
-                            allow_private_image_urls=s.allow_private_image_urls, timeout=s.fetch_timeout_s)
+                            allow_private_image_urls=s.allow_private_image_urls, timeout=s.fetch_timeout_s,
+                            deadline_s=s.download_deadline_s)
 
     def resolve(self, task: dict, value_key: str) -> ImageRef:
-        return resolve_image_ref(task, value_key, ls_base_url=self._base_url,
-                                 local_files_root=self._settings.local_files_document_root)
+        base_url, _ = self._current()
+        try:
+            return resolve_image_ref(task, value_key, ls_base_url=base_url,
+                                     local_files_root=self._settings.local_files_document_root)
+        except ImageFetchError as exc:
+            raise self._explained(exc) from None
+
+    def _explained(self, exc: ImageFetchError) -> ImageFetchError:
+        """The LS address is unknown: say which of LABEL_STUDIO_URL, /setup or Redis is missing here."""
+        if exc.code != "label_studio_url_missing":
+            return exc
+        s = self._settings
+        fix = "Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+        if self._setup.configured and not self._setup.shared:
+            why = "Redis, through which the processes share what /setup said, is unreachable"
+            fix += ", or bring Redis back"
+        elif self._setup.configured:
+            why = "no /setup has reached any process of this backend in the last day"
+            fix += ", or make LS send /setup: reconnect the model (project Settings -> Model) or open a task"
+        elif s.workers > 1:
+            why = (f"/setup reached another of the WORKERS={s.workers} processes, and without Redis "
+                   "(REDIS_URL or QUEUE_REDIS_URL) they cannot share it")
+            fix += " (required with WORKERS > 1 and no Redis), or set REDIS_URL"
+        else:
+            why = "no /setup has reached this process since it started"
+            fix += ", or connect the model in LS (project Settings -> Model), which sends /setup"
+        return ImageFetchError(f"{exc.message}: LABEL_STUDIO_URL is not set and {why}", fix, code=exc.code)
 
     def load(self, ref: ImageRef) -> np.ndarray:
-        return load_image(ref, self._fetcher, max_image_pixels=self._settings.max_image_pixels)
+        _, fetcher = self._current()
+        with self._downloads.slot():  # slow image hosts must leave threads for /health and cached clicks
+            try:
+                return load_image(ref, fetcher, max_image_pixels=self._settings.max_image_pixels)
+            except ImageFetchError as exc:  # a cloud URI needs LS's presign endpoint, hence its address
+                raise self._explained(exc) from None
+            except LabelStudioAuthError as exc:
+                if self._settings.label_studio_url:
+                    raise
+                raise LabelStudioAuthError(
+                    f"{exc.message}; the token was the access_token LS sent in /setup",
+                    "Set LABEL_STUDIO_URL together with LABEL_STUDIO_API_KEY (the key is only ever sent to "
+                    "LABEL_STUDIO_URL), or check that legacy tokens are enabled for the organization in LS",
+                ) from None
 
 
 def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[SamBackend, LabelStudioImages]:
@@ -91,8 +146,11 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
     spec = spec_for(engine) if engine is not None else engine_spec(settings)
     serving = ServingEngine(spec, on_encode=metrics.encoder_seconds.observe, on_decode=metrics.decoder_seconds.observe)
     cache = EmbeddingCache(settings.embedding_cache_mb * 2**20, settings.redis_url, ttl_s=settings.embedding_ttl_s,
-                           lock_timeout_s=settings.embedding_lock_timeout_s)
-    logits = LogitsStore(LOGITS_LOCAL_BYTES, settings.redis_url, ttl_s=settings.logits_ttl_s)
+                           lock_timeout_s=settings.embedding_lock_timeout_s, check=serving.check_embedding,
+                           max_pixels=settings.max_image_pixels,
+                           on_reject=metrics.cache_rejected.labels(kind="embedding").inc)
+    logits = LogitsStore(LOGITS_LOCAL_BYTES, settings.redis_url, ttl_s=settings.logits_ttl_s,
+                         on_reject=metrics.cache_rejected.labels(kind="logits").inc)
     images = LabelStudioImages(settings)
     limits = Limits(settings.max_prompt_points, settings.max_prompt_boxes, settings.max_tasks_per_request)
     backend = SamBackend(
@@ -128,7 +186,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def _start() -> None:
         g.started = time.perf_counter()
         g.timings = {}
-        check_basic_auth(request.authorization, settings.basic_auth_user, settings.basic_auth_pass)
+        check_basic_auth(request.headers.get("Authorization"), settings.basic_auth_user, settings.basic_auth_pass)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -168,21 +226,31 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         log.exception("unhandled error on %s %s", request.method, request.path)
         return jsonify({"error": "internal_error", "message": f"{type(exc).__name__}: the backend hit a bug; see its log"}), 500
 
+    warnings = address_warnings(settings.label_studio_url, settings.label_studio_api_key, settings.workers,
+                                settings.job_redis_url)
+    for warning in warnings:
+        log.warning("%s", warning)
+
     @app.get("/")
     @app.get("/health")
     def health() -> tuple[Response, int]:
         engine = backend.engine
         body = dict(status="UP", model_class=type(backend).__name__, model_version=backend.model_version,
-                    model_loaded=engine.loaded, **engine.spec.info)
+                    model_loaded=engine.loaded, **engine.spec.info, warnings=warnings)
         if engine.load_error:  # LS then shows the backend as failing, with this message
             return jsonify({**body, "status": "ERROR", "error": engine.load_error}), 503
         return jsonify(body), 200
 
     @app.post("/setup")
     def setup() -> Response:
-        body = json_object()
-        images.configure(body.get("hostname"), body.get("access_token"))
+        images.configure(json_object())
         return jsonify(model_version=backend.model_version)
+
+    @app.get("/versions")
+    def versions() -> Response:
+        """LS's model page asks which versions exist (ml/api.py MLBackendVersionsAPI); without this
+        route it shows "Upgrade your ML backend version to latest". The one this backend serves."""
+        return jsonify(versions=[backend.model_version])
 
     @app.post("/predict")
     def predict() -> Response:

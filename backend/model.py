@@ -4,8 +4,9 @@ The shape is label-studio-ml's, spoken without it. `predict` has two paths:
 - interactive (`context.result` holds the annotator's smart regions): prompt -> cached image
   embedding -> decoder -> brush/polygon/rectangle regions, for `tasks[0]` only (LS sends one);
 - no context (a task was opened, or "Retrieve predictions"): queue warm-up of the embeddings
-  and answer at once with an empty prediction per task; with AUTO_ANNOTATE_ON_PREDICT the
-  wiring sets `batch_annotator`, which answers with automatic masks instead.
+  and answer at once with no prediction per task (`[]`: LS stores none); with
+  AUTO_ANNOTATE_ON_PREDICT the wiring sets `batch_annotator`, which answers with automatic
+  masks instead.
 """
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ from backend.warmup import WarmupQueue
 from sam_model.embedding import ImageEmbedding
 
 log = logging.getLogger(__name__)
+
+# A task's entry in a batch answer is one prediction (a dict) or a list of them. Label Studio
+# 1.23 (ml/models.py `_get_predictions_from_ml_backend`) stores every dict with a "result",
+# even an empty one (annotators then see a "0.00%" prediction tab, and each model version adds
+# another); an empty list stores nothing and logs nothing. `{"results": []}` and a dict without
+# "result" store nothing too, but LS logs each as an error. So a warm-up answers `[]`.
 
 
 class ImageSource(Protocol):
@@ -100,8 +107,9 @@ class SamBackend:
 
     # ---- protocol ---------------------------------------------------------------------------
 
-    def predict(self, tasks: list[dict], context: dict | None = None, **kwargs: Any) -> list[dict]:
-        """One prediction per task. `label_config` and optional `timings` (filled in) come as kwargs."""
+    def predict(self, tasks: list[dict], context: dict | None = None, **kwargs: Any) -> list[dict | list]:
+        """One entry per task: a prediction, or `[]` for none (a warm-up). `label_config` and optional
+        `timings` (filled in) come as kwargs."""
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise BadRequest("tasks must be a non-empty list of task objects")
         if len(tasks) > self.limits.max_tasks_per_request:
@@ -123,14 +131,14 @@ class SamBackend:
 
     # ---- no-prompt path without auto-annotation: warm-up now, regions later -----------------
 
-    def predict_without_prompt(self, task: dict, config: LabelConfig) -> dict:
-        """Warm the task's image embeddings so the first click is fast; no regions yet."""
+    def predict_without_prompt(self, task: dict, config: LabelConfig) -> list:
+        """Warm the task's image embeddings so the first click is fast; no prediction for LS to store."""
         data = task.get("data")
         if self.warm_on_predict and isinstance(data, dict):
             for image in config.images.values():
                 if image.value_key in data:
                     self.enqueue_warmup(task, image.value_key)
-        return self._prediction([], 0.0)
+        return []
 
     def enqueue_warmup(self, task: dict, value_key: str) -> bool:
         ref = self.images.resolve(task, value_key)
@@ -139,15 +147,15 @@ class SamBackend:
             return False
         return self.warmup.submit(key, ref)
 
-    def _guarded(self, task: dict, config: LabelConfig) -> dict:
-        """A bad task in a batch gets an empty prediction; the others still get theirs."""
+    def _guarded(self, task: dict, config: LabelConfig) -> list:
+        """A bad task in a batch gets no prediction; the others still get their warm-up."""
         try:
             return self.predict_without_prompt(task, config)
         except BackendError as exc:
             log.warning("task %s: %s", task.get("id"), exc.message)
         except Exception:  # noqa: BLE001 - best-effort side work must not fail the batch
             log.exception("task %s: warm-up could not be queued", task.get("id"))
-        return self._prediction([], 0.0)
+        return []
 
     def _warm(self, ref: Any) -> None:
         _, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, {}))
@@ -219,7 +227,8 @@ class SamBackend:
         return f"{self.engine.model_id}|{ref.cache_key}"
 
     def _prediction(self, regions: list[dict], score: float) -> dict:
-        return {"result": regions, "score": score, "model_version": self.model_version}
+        """A click's answer carries the interactive model's version, whatever /setup reports."""
+        return {"result": regions, "score": score, "model_version": self.engine.model_id}
 
 
 def _decoder_args(prompt: Prompt) -> dict[str, Any]:

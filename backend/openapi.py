@@ -61,16 +61,29 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["status", "model_class", "model_version", "model_loaded"],
         "properties": {"status": {"type": "string", "enum": ["UP"]}, "model_class": _STRING,
                        "model_version": _STRING, "model_loaded": {"type": "boolean"},
-                       "engine": {"type": "string", "description": "sam | grabcut (or an injected engine's class)"}},
+                       "engine": {"type": "string", "description": "sam | grabcut (or an injected engine's class)"},
+                       "warnings": {"type": "array", "items": _STRING,
+                                    "description": "configurations that will fail some clicks or ignore a setting"}},
         "additionalProperties": True,
     },
     "Setup": {
         "type": "object",
-        "description": "What LS sends when connecting (ls-samples/setup_request.json); no model loading happens here.",
-        "properties": {"project": _STRING, "schema": _STRING, "hostname": _STRING, "access_token": _STRING,
+        "description": "What LS sends when connecting, opening a task or retrieving predictions "
+                       "(ls-samples/setup_request.json); no model loading happens here. hostname and access_token "
+                       "are used only while LABEL_STUDIO_URL is unset, and only together; LABEL_STUDIO_API_KEY "
+                       "never goes to hostname.",
+        "properties": {"project": _STRING, "schema": _STRING,
+                       "hostname": {"type": "string", "nullable": True, "maxLength": 2048,
+                                    "description": "LS's base URL: absolute http(s), a host, a port in 1-65535, "
+                                                   "no credentials, query or fragment (else 400)"},
+                       "access_token": {"type": "string", "nullable": True, "maxLength": 4096,
+                                        "description": "visible ASCII; required with hostname when "
+                                                       "LABEL_STUDIO_URL is unset (else 400)"},
                        "extra_params": {"nullable": True}},
         "additionalProperties": True,
     },
+    "Versions": {"type": "object", "required": ["versions"],
+                 "properties": {"versions": {"type": "array", "items": _STRING}}},
     "SetupResult": {"type": "object", "required": ["model_version"], "properties": {"model_version": _STRING}},
     "Task": {
         "type": "object",
@@ -107,7 +120,7 @@ _SCHEMAS: dict[str, Any] = {
             "project": _STRING,
             "params": {"type": "object", "properties": {
                 "context": {"type": "object", "nullable": True,
-                            "description": "null: warm the cache, empty predictions; with result: a mask",
+                            "description": "null: warm the cache, no predictions; with result: a mask",
                             "properties": {"result": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}}}},
                 "login": {"nullable": True}, "password": {"nullable": True}}, "additionalProperties": True},
         },
@@ -122,7 +135,10 @@ _SCHEMAS: dict[str, Any] = {
     },
     "PredictResult": {
         "type": "object", "required": ["results"],
-        "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}},
+        "properties": {"results": {
+            "type": "array",
+            "description": "one entry per task: a prediction, or [] for none (a cache warm-up: LS stores nothing)",
+            "items": {"oneOf": [{"$ref": "#/components/schemas/Prediction"}, {"type": "array", "maxItems": 0}]}}},
     },
     "WebhookEvent": {
         "type": "object", "properties": {"action": _STRING, "project": {"type": "object"}},
@@ -195,6 +211,8 @@ OPENAPI: dict[str, Any] = {
         "/setup": {"post": {"summary": "LS connects: remembers hostname and access_token, answers the model version",
                             "requestBody": _json_body("Setup"),
                             "responses": {**_ok("SetupResult", "connected"), **_errors("400", "413", *_COMMON)}}},
+        "/versions": {"get": {"summary": "The model versions this backend serves (LS's model page asks)",
+                              "responses": {**_ok("Versions", "the versions"), **_errors(*_COMMON)}}},
         "/predict": {"post": {
             "summary": "Interactive mask for tasks[0] (context.result) or cache warm-up for each task (no context)",
             "requestBody": _json_body("PredictRequest"),

@@ -10,6 +10,7 @@ low-res logits (the sequence is replayed here so each test stands alone).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,35 @@ def test_backend_without_ls_settings_uses_the_hostname_and_token_from_setup(labe
     np.testing.assert_array_equal(
         brush_mask(region), GrabCutReference().sequence(image, [[keypoint(50, 50, (w, h))]])[0]
     )
+
+
+@pytest.fixture(scope="module")
+def two_worker_setup_backend(redis_server, backends, tmp_path_factory):
+    """WORKERS=2 sharing a Redis, and no LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY: /setup reaches one worker."""
+    from tests.http.conftest import Backend
+
+    env = {"SAM_ENGINE": "grabcut", "WORKERS": "2", "THREADS": "2", "REDIS_URL": redis_server.url}
+    backend = Backend(env, tmp_path_factory.mktemp("two-workers") / "gunicorn.log")
+    backends.append(backend)
+    return backend
+
+
+def test_two_workers_both_use_what_setup_said(label_studio, two_worker_setup_backend):
+    """Every click works on either worker: the one /setup reached shares it through Redis (without
+    that, 1 click in 6 failed in the field with 424 "the LS address is unknown"). Connecting sends
+    /setup twice, each to either worker; clicks send none (opening a task would send more, so no
+    task is opened here). tests/http/test_setup.py proves the same with exactly one /setup."""
+    ls, backend = label_studio, two_worker_setup_backend
+    project = ls.create_project("two workers, setup only", BRUSH_CONFIG)
+    (task,) = ls.upload_images(project, {"upload1.png": image_bytes("upload1.png")})
+    ml = ls.connect_ml(project, backend.url)
+    assert ml["state"] == "CO", ml
+    w, h = size("upload1.png")
+    pids: set[str] = set()
+    clicks = 0
+    while clicks < 12 or (len(pids) < 2 and clicks < 36):  # bounded; both workers must have answered
+        answer = ls.interactive(ml["id"], task, {"result": [keypoint(20 + 5 * (clicks % 12), 50, (w, h))]})
+        assert "errors" not in answer, f"click {clicks + 1}: {answer}"
+        clicks += 1
+        pids = set(re.findall(r"INFO (\d+) backend\.app: POST /predict \d{3}", backend.log()))
+    assert len(pids) == 2, f"{clicks} clicks all reached one worker"
