@@ -18,8 +18,8 @@ a run fits in minutes; the full pps-32 reference is 16 batches (~177 s unloaded)
 
 Fast vs exact agreement (see `agreement`): random weights are degenerate for this (every
 stability score is 0 on them), so it runs on a few synthetic images with the constructed
-"disc" decoder of tests/sam_model/test_amg_parity.py (signed-distance logits with spread
-sharpness and IoU, holes and islands), default settings: masks lost/gained, mean matched
+"disc" model of tests/support/disc_model.py (signed-distance logits with spread sharpness
+and IoU, holes and islands) behind our predictor, default settings: masks lost/gained, mean matched
 IoU; plus, over all candidates, the error of the low-res stability estimate and how many
 masks exact mode keeps that fast mode's pre-filter would drop, per threshold.
 """
@@ -43,11 +43,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 
 from pycocotools import mask as coco_mask  # noqa: E402
 
-from sam_model.amg import AutomaticMaskGenerator
-from sam_model.amg.generator import _CropDecoder  # noqa: E402
-from sam_model.amg.generator import LOW_RES_MARGIN  # noqa: E402
+from sam_model.amg import AutomaticMaskGenerator  # noqa: E402
+from sam_model.amg.generator import LOW_RES_MARGIN, _CropDecoder  # noqa: E402
 from sam_model.amg.grid import point_grid  # noqa: E402
 from sam_model.transforms import scale_coords  # noqa: E402
+from tests.support.disc_model import disc_model  # noqa: E402
 
 THRESHOLDS = {"default": dict(pred_iou_thresh=0.88, stability_score_thresh=0.95), "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
 
@@ -231,8 +231,6 @@ def main() -> None:
     print(f"model {args.model}: encoder {t_enc:.1f}s (once, excluded from every figure below)", flush=True)
     cap = args.max_batches if args.quick else None
     rows = [speed(ref, predictor, image, embedding, pps, thr, cap) for pps in (32, 16) for thr in ("default", "zero")]
-    from tests.sam_model.test_amg_parity import disc_model
-
     images = [synthetic_image(768, 1024, seed=s) for s in range(1, 1 + args.agreement_images)]
     agree = agreement(disc_model()[1], images, args.agreement_pps)
     print(f"load after: {os.getloadavg()}")

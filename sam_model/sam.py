@@ -17,7 +17,6 @@ class Sam(nn.Module):
     """Holds `image_encoder`, `prompt_encoder`, `mask_decoder`; the predictor drives them."""
 
     mask_threshold: float = 0.0
-    image_format: str = "RGB"
 
     def __init__(
         self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder
@@ -36,7 +35,3 @@ class Sam(nn.Module):
         """
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN, device=device).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD, device=device).view(-1, 1, 1), False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..embedding import ImageEmbedding
-from ..mask_decoder import iou_above
-from ..transforms import scale_coords
+from ..predictor import SamPredictor
+from ..sam import Sam
+from ..transformer import ImageContext
+from ..transforms import scale_coords, upscale_logits
 from .grid import crop_boxes, layer_point_grids
 from .masks import (
     Rle,
@@ -104,13 +104,45 @@ class AutomaticMaskGenerator:
     (bench/bench_amg.py reports both). Masks are RLE-encoded per batch in both modes, and
     RLE counts stay numpy arrays until output.
 
-    Give it a predictor (anything with `.sam` and `.encode(image) -> ImageEmbedding`) or a
-    bare Sam model, which is wrapped in `sam_model.predictor.SamPredictor`.
+    Parameters (every default but `mode` is the reference's):
+
+    - `predictor`: encodes the crops (and the image, unless `generate` gets its embedding)
+      and lends its model's prompt encoder and decoder.
+    - `points_per_side` (32): prompt points along each side of the image, a regular grid
+      of points_per_side**2 points; None when `point_grids` is given instead.
+    - `points_per_batch` (64): points per decoder call (3 candidate masks each); larger
+      batches may be faster and hold more memory at once.
+    - `pred_iou_thresh` (0.88): keep masks whose predicted IoU (the decoder's own quality
+      estimate, 0..1) is above this; 0 or less keeps all.
+    - `stability_score_thresh` (0.95): keep masks whose stability score is at least this:
+      the IoU (0..1) of the mask cut at mask_threshold + offset and at mask_threshold - offset;
+      0 or less keeps all.
+    - `stability_score_offset` (1.0): that offset, in logit units.
+    - `box_nms_thresh` (0.7): of two masks in one crop whose boxes overlap by more than
+      this box IoU, the one with lower predicted IoU is dropped; 1.0 drops none.
+    - `crop_n_layers` (0): layers of crops after the whole image; layer i (1..) cuts it
+      into 2**i x 2**i overlapping crops, each encoded and prompted on its own.
+    - `crop_nms_thresh` (0.7): box IoU for the NMS between crops, where the mask from the
+      smaller crop wins.
+    - `crop_overlap_ratio` (512/1500): overlap of neighbouring crops in layer 1, as a
+      fraction of the image's shorter side; it halves with each further layer.
+    - `crop_n_points_downscale_factor` (1): layer i gets points_per_side / factor**i
+      points a side.
+    - `point_grids` (None): one (N, 2) array per layer (crop_n_layers + 1 of them) of
+      prompt points as x, y fractions (0..1) of the crop's width and height; replaces
+      `points_per_side`.
+    - `min_mask_region_area` (0): in pixels; when positive, holes and islands smaller
+      than this are removed from every kept mask, then NMS runs again preferring masks
+      left untouched; 0 skips it.
+    - `output_mode` ("binary_mask"): a record's "segmentation" as an HxW bool array
+      ("binary_mask"), an uncompressed RLE {"size", "counts" list} ("uncompressed_rle")
+      or a pycocotools compressed RLE ("coco_rle").
+    - `mode` ("exact"; not in the reference): "exact" or "fast", as above.
     """
 
     def __init__(
         self,
-        predictor_or_sam: Any,
+        predictor: SamPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -140,13 +172,8 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         else:
             grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
-        if hasattr(predictor_or_sam, "encode"):
-            self.predictor = predictor_or_sam
-        else:
-            from ..predictor import SamPredictor
-
-            self.predictor = SamPredictor(predictor_or_sam, model_id="amg")
-        self.sam = self.predictor.sam
+        self.predictor = predictor
+        self.sam = predictor.sam
         self.point_grids = grids
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -159,7 +186,7 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.mode = mode
-        self._square: int = self.sam.image_encoder.img_size
+        self._square = predictor.img_size
         self._threshold = float(self.sam.mask_threshold)
         with torch.inference_mode():
             self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
@@ -174,17 +201,18 @@ class AutomaticMaskGenerator:
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must be an HxWx3 numpy array, got {getattr(image, 'shape', type(image))}")
         image_hw = (int(image.shape[0]), int(image.shape[1]))
-        if embedding is not None and tuple(embedding.original_size) != image_hw:
-            raise ValueError(f"embedding is of a {embedding.original_size} image, not {image_hw}")
-        if embedding is not None and getattr(self.predictor, "model_id", embedding.model_id) != embedding.model_id:
-            raise ValueError(f"embedding is from model {embedding.model_id!r}, not {self.predictor.model_id!r}")
+        if embedding is not None:
+            self.predictor.check_embedding(embedding)
+            if tuple(embedding.original_size) != image_hw:
+                raise ValueError(f"embedding is of a {embedding.original_size} image, not {image_hw}")
         boxes, layers = crop_boxes(image_hw, self.crop_n_layers, self.crop_overlap_ratio)
         masks = MaskSet.concat(
             [self._crop(image, box, layer, embedding if layer == 0 else None) for box, layer in zip(boxes, layers)]
         )
         if len(boxes) > 1:
             # Same NMS across crops, scored so that the smaller crop's mask wins.
-            keep = batched_nms(masks.boxes.float(), 1 / box_area(masks.crop_boxes), _zeros(len(masks)), self.crop_nms_thresh)
+            smaller_first = 1 / box_area(masks.crop_boxes)
+            keep = batched_nms(masks.boxes.float(), smaller_first, _zeros(len(masks)), self.crop_nms_thresh)
             masks = masks.take(keep)
         if self.min_mask_region_area > 0:
             masks = self._remove_small_regions(masks)
@@ -250,28 +278,15 @@ class AutomaticMaskGenerator:
         """Stability and binary mask at full size (on CPU), a few masks at a time (bounded memory)."""
         stability = torch.empty(logits.shape[0], dtype=torch.float32)
         binary = torch.empty((logits.shape[0], *crop_hw), dtype=torch.bool)
+        # Fast mode on CPU takes OpenCV's kernel (~2x faster, equal to ~1e-4); exact mode
+        # keeps torch's, the reference's.
+        opencv = self.mode == "fast" and logits.device.type == "cpu"
         for i in range(0, logits.shape[0], _UPSCALE_CHUNK):
-            full = self._upscale(logits[i : i + _UPSCALE_CHUNK], input_size, crop_hw)
-            stability[i : i + _UPSCALE_CHUNK] = stability_score(full, self._threshold, self.stability_score_offset).cpu()
-            binary[i : i + _UPSCALE_CHUNK] = (full > self._threshold).cpu()
+            part = slice(i, i + _UPSCALE_CHUNK)
+            full = upscale_logits(logits[part], input_size, crop_hw, self._square, opencv)
+            stability[part] = stability_score(full, self._threshold, self.stability_score_offset).cpu()
+            binary[part] = (full > self._threshold).cpu()
         return stability, binary
-
-    def _upscale(self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]) -> torch.Tensor:
-        """(k, 256, 256) -> (k, h, w) logits by the reference's two bilinear steps (square, crop, resize).
-
-        Exact mode uses torch's kernel, as the reference; fast mode on CPU uses OpenCV's,
-        ~2x faster, equal to ~1e-4 (a handful of pixels per mask flip at the threshold).
-        """
-        if self.mode == "fast" and logits.device.type == "cpu":
-            out = np.empty((logits.shape[0], *crop_hw), dtype=np.float32)
-            for k, low in enumerate(logits.numpy()):
-                big = cv2.resize(low, (self._square, self._square), interpolation=cv2.INTER_LINEAR)
-                big = big[: input_size[0], : input_size[1]]
-                out[k] = cv2.resize(big, (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_LINEAR)
-            return torch.from_numpy(out)
-        big = F.interpolate(logits[:, None], (self._square, self._square), mode="bilinear", align_corners=False)
-        big = big[..., : input_size[0], : input_size[1]]
-        return F.interpolate(big, crop_hw, mode="bilinear", align_corners=False)[:, 0]
 
     def _low_res_stability(self, logits: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
         """Fast mode: stability on the 256x256 logits, restricted to the cells that cover the image."""
@@ -323,16 +338,18 @@ class AutomaticMaskGenerator:
 
 class _CropDecoder:
     """The decoder calls of one crop: every batch of points shares the crop's image, so the
-    decoder's prompt-independent work (`prepare`, where the decoder has it; the official one
-    does not) is done once, by the first batch, and reused by the others."""
+    decoder's prompt-independent work (`prepare`) is done once, by the first batch, and
+    reused by the others."""
 
-    def __init__(self, sam: Any, features: torch.Tensor, dense_pe: torch.Tensor) -> None:
+    def __init__(self, sam: Sam, features: torch.Tensor, dense_pe: torch.Tensor) -> None:
         self.sam = sam
         self.features = features
         self.dense_pe = dense_pe
-        self.context: Any = None
+        self.context: ImageContext | None = None
 
-    def __call__(self, input_points: np.ndarray, min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, input_points: np.ndarray, min_iou: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Points in the encoder's input frame -> (B*3,) IoU (on CPU), which of them are above
         `min_iou` (all when None), and the logits (kept, 256, 256) of those only (on the
         model's device); point-major order."""
@@ -340,16 +357,9 @@ class _CropDecoder:
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.features.device)
         sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         decoder = self.sam.mask_decoder
-        if hasattr(decoder, "forward_prepared_above"):
-            if self.context is None:
-                self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
-            iou, kept, logits = decoder.forward_prepared_above(self.context, sparse, True, min_iou)
-        else:
-            logits, iou = decoder(image_embeddings=self.features, image_pe=self.dense_pe,
-                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                  multimask_output=True)
-            kept = iou_above(iou, min_iou)
-            logits = logits[kept]
+        if self.context is None:
+            self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
+        iou, kept, logits = decoder.forward_prepared_above(self.context, sparse, True, min_iou)
         return iou.flatten().float().cpu(), kept.flatten().cpu(), logits.float()
 
 

@@ -1,9 +1,10 @@
 """AutomaticMaskGenerator against the official SamAutomaticMaskGenerator (test-only oracle).
 
-Two kinds of model drive both generators:
+Two kinds of model drive both generators, ours always through the production predictor:
 - a constructed decoder that draws discs (with holes and islands) around each point, with
-  spread-out predicted IoU and sharpness, so the default filters, box NMS, crop-edge
-  removal, crop NMS and small-region cleanup all act and must act identically;
+  spread-out predicted IoU and sharpness (tests/support/disc_model.py), so the default
+  filters, box NMS, crop-edge removal, crop NMS and small-region cleanup all act and must
+  act identically;
 - the real networks with random weights (ours loaded from the official model's saved
   state_dict), where AMG is degenerate, so thresholds are 0 and box NMS is off.
 """
@@ -17,12 +18,11 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator
-from segment_anything.modeling import Sam
-from torch import nn
 
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.embedding import ImageEmbedding
-from sam_model.transforms import input_shape
+from sam_model.predictor import SamPredictor
+from tests.support.disc_model import disc_model
 
 RefSettings = dict[str, Any]
 
@@ -75,77 +75,17 @@ def assert_same_masks(ours: list[dict], theirs: list[dict]) -> None:
         assert abs(ours[a]["area"] - theirs[b]["area"]) <= 0.01 * max(1, theirs[b]["area"])
 
 
-class _Adapter:
-    """Minimal predictor contract: `.sam` and `.encode(image) -> ImageEmbedding`; counts encodes."""
+class _CountingPredictor(SamPredictor):
+    """Our predictor, counting encodes: crop layers encode their crops, a given embedding is reused."""
 
-    def __init__(self, sam: nn.Module, encode: Any) -> None:
-        self.sam, self._encode, self.calls = sam, encode, 0
+    calls = 0
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         self.calls += 1
-        return self._encode(image)
+        return super().encode(image)
 
 
 # --- constructed model -------------------------------------------------------------------
-
-
-class _ZeroEncoder(nn.Module):
-    img_size = 1024
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 256, 64, 64)
-
-
-class _PointEcho(nn.Module):
-    """Prompt encoder whose 'embedding' is the point itself (input-frame pixels)."""
-
-    def forward(self, points: tuple[torch.Tensor, torch.Tensor], boxes: Any, masks: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return points[0].float(), torch.zeros(points[0].shape[0], 1)
-
-    def get_dense_pe(self) -> torch.Tensor:
-        return torch.zeros(1, 256, 64, 64)
-
-
-def _hash01(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.frac(torch.sin(x * 12.9898 + y * 78.233 + 37.719 * k).abs() * 43758.5453)
-
-
-class _DiscDecoder(nn.Module):
-    """Three masks per point: a disc, a larger disc with a small hole, a disc with a small island.
-
-    Logits are signed distances (input pixels) times a per-point sharpness, so stability
-    spreads around 0.95; predicted IoU spreads over [0.75, 1]; neighbours overlap (NMS acts).
-    """
-
-    def forward(self, image_embeddings: Any, image_pe: Any, sparse_prompt_embeddings: torch.Tensor,
-                dense_prompt_embeddings: Any, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        p = sparse_prompt_embeddings[:, 0, :]
-        px, py = p[:, 0, None, None], p[:, 1, None, None]
-        c = (torch.arange(256, dtype=torch.float32) + 0.5) * 4
-        gx, gy = c[None, None, :], c[None, :, None]
-
-        def dist(dx: float, dy: float) -> torch.Tensor:
-            return torch.sqrt((gx - px - dx) ** 2 + (gy - py - dy) ** 2)
-
-        d = dist(0, 0)
-        disc = 70 - d
-        holed = torch.minimum(110 - d, dist(30, 0) - 9)
-        island = torch.maximum(45 - d, 7 - dist(0, 80))
-        sharp = torch.stack([0.3 + 4 * _hash01(p[:, 0], p[:, 1], k) for k in range(3)], 1)[..., None, None]
-        logits = torch.stack([disc, holed, island], dim=1) * sharp
-        iou = torch.stack([0.75 + 0.25 * _hash01(p[:, 1], p[:, 0], k) for k in range(3)], 1)
-        return logits, iou
-
-
-def disc_model() -> tuple[Sam, _Adapter]:
-    """(official Sam, our predictor adapter) around the disc decoder; bench_amg uses it too."""
-    sam = Sam(_ZeroEncoder(), _PointEcho(), _DiscDecoder()).eval()
-
-    def encode(image: np.ndarray) -> ImageEmbedding:
-        hw = (int(image.shape[0]), int(image.shape[1]))
-        return ImageEmbedding(torch.zeros(1, 256, 64, 64), hw, input_shape(hw, 1024), "discs")
-
-    return sam, _Adapter(sam, encode)
 
 
 CONSTRUCTED_CASES: list[RefSettings] = [
@@ -170,7 +110,7 @@ def test_exact_mode_matches_reference_on_constructed_masks(settings: RefSettings
 
 
 def test_fast_mode_close_to_exact_on_constructed_masks() -> None:
-    sam, predictor = disc_model()
+    _, predictor = disc_model()
     image = _image(300, 400)
     settings = dict(points_per_side=10, output_mode="coco_rle")
     exact = AutomaticMaskGenerator(predictor, mode="exact", **settings).generate(image)
@@ -203,7 +143,7 @@ def test_output_modes_agree_with_coco(output_mode: str) -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    sam, predictor = disc_model()
+    _, predictor = disc_model()
     with pytest.raises(ValueError):
         AutomaticMaskGenerator(predictor, points_per_side=None)
     with pytest.raises(ValueError):
@@ -221,12 +161,6 @@ def test_bad_arguments_are_refused() -> None:
 # --- real networks, random weights -------------------------------------------------------
 
 
-def _our_predictor(sam: nn.Module, model_id: str) -> Any:
-    from sam_model.predictor import SamPredictor
-
-    return SamPredictor(sam, model_id)
-
-
 DEGENERATE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, output_mode="coco_rle")
 
 
@@ -239,7 +173,7 @@ def test_exact_mode_matches_reference_tiny(tiny_pair: tuple, settings: RefSettin
     ref_sam, our_sam, _ = tiny_pair
     image = _image(480, 640, seed=1)
     theirs = SamAutomaticMaskGenerator(ref_sam, **DEGENERATE, **settings).generate(image)
-    predictor = _Adapter(our_sam, _our_predictor(our_sam, "tiny").encode)
+    predictor = _CountingPredictor(our_sam, "tiny")
     ours = AutomaticMaskGenerator(predictor, **DEGENERATE, **settings).generate(image)
     n_crops = 1 + 4 * settings.get("crop_n_layers", 0)
     assert predictor.calls == n_crops
@@ -249,10 +183,9 @@ def test_exact_mode_matches_reference_tiny(tiny_pair: tuple, settings: RefSettin
 
 def test_precomputed_embedding_is_reused(tiny_pair: tuple) -> None:
     _, our_sam, _ = tiny_pair
-    inner = _our_predictor(our_sam, "tiny")
     image = _image(240, 320, seed=2)
-    embedding = inner.encode(image)
-    predictor = _Adapter(our_sam, inner.encode)
+    embedding = SamPredictor(our_sam, "tiny").encode(image)
+    predictor = _CountingPredictor(our_sam, "tiny")
     generator = AutomaticMaskGenerator(predictor, points_per_side=4, **DEGENERATE)
     with_embedding = generator.generate(image, embedding=embedding)
     assert predictor.calls == 0
@@ -275,7 +208,7 @@ def test_exact_mode_matches_reference_vit_b(tmp_path: Any) -> None:
     image = _image(384, 512, seed=3)
     settings = dict(points_per_side=4, **DEGENERATE)
     theirs = SamAutomaticMaskGenerator(ref_sam, **settings).generate(image)
-    ours = AutomaticMaskGenerator(_our_predictor(our_sam, "vit_b"), **settings).generate(image)
+    ours = AutomaticMaskGenerator(SamPredictor(our_sam, "vit_b"), **settings).generate(image)
     assert len(theirs) == 48
     assert_same_masks(ours, theirs)
     assert math.isfinite(ours[0]["predicted_iou"])

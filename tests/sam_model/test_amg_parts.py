@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from segment_anything.utils import amg as ref
 from torchvision.ops.boxes import batched_nms as ref_batched_nms  # the test-only stand-in
 
@@ -25,6 +26,7 @@ from sam_model.amg.masks import (
     stability_score,
 )
 from sam_model.amg.nms import batched_nms
+from sam_model.transforms import input_shape, upscale_logits, upscale_masks
 
 
 def _blobs(rng: np.random.Generator, n: int, h: int, w: int) -> torch.Tensor:
@@ -169,3 +171,20 @@ def test_remove_small_regions_keeps_largest_island_and_empty_masks() -> None:
     assert remove_small_regions(empty, 100, "islands")[1] is False
     with pytest.raises(ValueError):
         remove_small_regions(mask, 1, "both")
+
+
+@pytest.mark.parametrize("hw", [(300, 400), (517, 300), (768, 1024), (1000, 1500), (1, 7)])
+def test_amg_upscales_as_the_reference_and_the_predictor(hw: tuple[int, int]) -> None:
+    """One upscaling for everyone: exact mode's is the reference's two torch bilinear steps
+    bit for bit; fast mode's (OpenCV, whole frame) thresholds to exactly the predictor's
+    masks (OpenCV in column bands above 512 columns)."""
+    torch.manual_seed(0)
+    low = F.interpolate(torch.randn(1, 3, 16, 16) * 4, (256, 256), mode="bilinear", align_corners=False)[0]
+    input_size = input_shape(hw, 1024)
+    big = F.interpolate(low[:, None], (1024, 1024), mode="bilinear", align_corners=False)
+    big = big[..., : input_size[0], : input_size[1]]
+    reference = F.interpolate(big, hw, mode="bilinear", align_corners=False)[:, 0]
+    assert torch.equal(upscale_logits(low, input_size, hw, 1024), reference)
+    fast = upscale_logits(low, input_size, hw, 1024, opencv=True)
+    np.testing.assert_array_equal((fast > 0).numpy(), upscale_masks(low, input_size, hw, 1024))
+    assert (fast - reference).abs().max() < 1e-3

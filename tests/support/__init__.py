@@ -1,0 +1,1 @@
+"""Test-only scaffolding shared by tests and benches (bench/ imports it from here, never from a conftest)."""
