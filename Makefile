@@ -24,7 +24,7 @@ export SAM_ENGINE SAM_MODEL SAM_CHECKPOINT
 .PHONY: run test checkpoint bench system-packages clean
 
 run: $(VENV)/.runtime-stamp
-	$(BIN)/python -m backend.preflight
+	$(BIN)/python -m backend.engines.preflight
 	exec $(BIN)/gunicorn -c gunicorn.conf.py _wsgi:app
 
 # The integration tests run a real Label Studio from its own cached venv (installed once, ~5 min),

@@ -1,7 +1,7 @@
 """gunicorn settings from the same environment variables as the app (PORT, WORKERS, THREADS, LOG_LEVEL).
 
 No preload: each worker imports `_wsgi` after fork and loads its own model there, so CUDA is
-never initialised in the parent. Each worker serves with waitress (backend/waitress_worker.py):
+never initialised in the parent. Each worker serves with waitress (backend/web/server.py):
 its I/O thread buffers whole requests, so slow clients never hold one of the THREADS request
 threads, which share the worker's one model. The timeout is the worker heartbeat (the I/O
 loop beats every second, whatever the requests do), above LS's 100 s /predict timeout.
@@ -14,7 +14,7 @@ wsgi_app = "_wsgi:app"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "backend.waitress_worker.WaitressWorker"
+worker_class = "backend.web.server.WaitressWorker"
 worker_connections = 1000  # open connections per worker (slow ones included); then accepts wait
 preload_app = False
 timeout = 180

@@ -2,7 +2,7 @@
 
 auto-annotate enqueues a run on RQ and follows it with a progress bar when a job queue Redis is
 set (QUEUE_REDIS_URL, else REDIS_URL; workers do the work), or labels the tasks in this process
-with --local or without Redis. Both refuse a queue Redis that may evict (see backend/runs.py).
+with --local or without Redis. Both refuse a queue Redis that may evict (see backend/autoannotate/runs.py).
 It exits 1 when any task failed, after listing them.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from backend.engine import engine_spec
+from backend.engines.engine import engine_spec
 from backend.errors import BackendError
-from backend.job_progress import JobProgress
+from backend.autoannotate.progress import JobProgress
 from backend.settings import Settings
 
 POLL_S = 1.0
@@ -71,8 +71,8 @@ def _follow(progress: JobProgress, run_id: str) -> dict[str, Any]:
 
 
 def _run_local(settings: Settings, args: argparse.Namespace, model_id: str) -> dict[str, Any]:
-    from backend.runs import make_spec, parse_task_selection
-    from backend.worker_runtime import Runtime
+    from backend.autoannotate.runs import make_spec, parse_task_selection
+    from backend.autoannotate.worker import Runtime
 
     runtime = Runtime(settings)
     spec = make_spec(runtime.ls, model_id, args.project, _options(args))
@@ -92,7 +92,7 @@ def _auto_annotate(settings: Settings, args: argparse.Namespace) -> int:
     if args.local or not settings.job_redis_url:
         status = _run_local(settings, args, model_id)
     else:
-        from backend.runs import QueueRedis, queue_redis_errors, start_run
+        from backend.autoannotate.runs import QueueRedis, queue_redis_errors, start_run
 
         connection = QueueRedis(settings).get()
         tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else "all"
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "worker":
-            from backend.jobs import run_worker
-            from backend.runs import QueueRedis
+            from backend.autoannotate.worker import run_worker
+            from backend.autoannotate.runs import QueueRedis
 
             run_worker(QueueRedis(settings).get(), settings.rq_queue, burst=args.burst)
             return 0

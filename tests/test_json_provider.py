@@ -7,7 +7,7 @@ import json
 import numpy as np
 from flask import Flask, jsonify
 
-from backend.json_provider import OrjsonProvider
+from backend.web.json_provider import OrjsonProvider
 
 
 def _app() -> Flask:

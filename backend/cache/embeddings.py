@@ -7,7 +7,7 @@ its embedding here. Levels:
   (a small header + raw fp16 tensor bytes, never pickle) with a TTL, bounded by Redis' own
   maxmemory + allkeys-lru;
 - computed: the caller's `compute()`, run by one thread of one process per key while the
-  others wait for its result (see backend.singleflight).
+  others wait for its result (see backend.cache.singleflight).
 Redis is optional and may fail at any time; then this is a local cache and clicks still work.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from backend.cache.lru import ByteLRU
 from backend.cache.redis_link import RedisLink
-from backend.singleflight import SingleFlight, try_lock, unlock
+from backend.cache.singleflight import SingleFlight, try_lock, unlock
 from sam_model.embedding import ImageEmbedding
 
 Source = Literal["local", "redis", "computed"]

@@ -1,7 +1,7 @@
 """Fetch an ImageRef's bytes, with a byte cap and a deadline, never sending LS credentials elsewhere.
 
-Redirects are followed by backend.transport.follow_redirects (at most 5 hops), each Location
-parsed strictly (backend.urls). A hop gets LS credentials only while the whole chain so far
+Redirects are followed by backend.net.transport.follow_redirects (at most 5 hops), each Location
+parsed strictly (backend.net.urls). A hop gets LS credentials only while the whole chain so far
 stayed on the LS host; from the first foreign hop on, every request goes through the
 address-checked session (netguard) with no credentials at all. A cloud URI starts the chain at
 LS's presign endpoint. The whole download (presign, every hop, every byte) runs under one
@@ -16,11 +16,11 @@ import os
 import requests
 
 from backend.errors import BackendError, DownloadTimeout, ImageFetchError, PayloadTooLarge
-from backend.images.netguard import AddressPolicy, guarded_session
+from backend.net.netguard import AddressPolicy, guarded_session
 from backend.images.refs import ForbiddenImage, ImageRef
-from backend.ls_client import LabelStudioClient, LabelStudioError
-from backend.transport import download_deadline, follow_redirects
-from backend.urls import HttpUrl
+from backend.labelstudio.client import LabelStudioClient, LabelStudioError
+from backend.net.transport import download_deadline, follow_redirects
+from backend.net.urls import HttpUrl
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from backend.errors import BackendError, BadRequest, ImageFetchError
-from backend.urls import HttpUrl, has_scheme, parse_http_url, shown_raw
+from backend.net.urls import HttpUrl, has_scheme, parse_http_url, shown_raw
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # azure-spi: LS Enterprise service principal
 _UNDEFINED_KEY = "$undefined$"  # LS's data key for files imported without a labeling config

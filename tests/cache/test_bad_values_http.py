@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from backend.cache import EmbeddingCache
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from backend.images import resolve_image_ref
-from backend.logits_store import LogitsStore, prompt_signature
+from backend.cache.logits import LogitsStore, prompt_signature
 from sam_model.embedding import ImageEmbedding
 from sam_model.transforms import input_shape
 from tests.http.conftest import LS_TOKEN, FakeLabelStudio, redis_server, sample, scene, start_backend  # noqa: F401

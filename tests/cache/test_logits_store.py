@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.logits_store import LogitsStore, decode_logits, encode_logits, prompt_signature
+from backend.cache.logits import LogitsStore, decode_logits, encode_logits, prompt_signature
 from tests.redis_server import RedisServer
 
 MB = 1024 * 1024

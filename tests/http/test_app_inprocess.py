@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.app import create_app
-from backend.engine import EngineUnavailable
-from backend.grabcut import GrabCutEngine
+from backend.web.app import create_app
+from backend.engines.engine import EngineUnavailable
+from backend.engines.grabcut import GrabCutEngine
 from backend.settings import Settings
 from tests.http.conftest import LS_TOKEN, sample
 

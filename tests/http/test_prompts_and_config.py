@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from backend.errors import BadRequest, Unprocessable
-from backend.label_config import choose_output, parse_label_config
-from backend.prompts import parse_context
+from backend.labelstudio.label_config import choose_output, parse_label_config
+from backend.interactive.prompts import parse_context
 from tests.http.conftest import sample
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
@@ -182,7 +182,7 @@ def test_limits_and_mixed_images():
     (None, "BrushLabels, PolygonLabels or RectangleLabels control"),
 ])
 def test_missing_auto_annotate_output_control_is_a_422_that_reads_well(output, missing):
-    from backend.auto_annotate import output_for, parse_options
+    from backend.autoannotate.annotator import output_for, parse_options
 
     config = parse_label_config('<View><Image name="img" value="$image"/>'
                                 '<KeyPointLabels name="kp" toName="img" smart="true"><Label value="Cat"/></KeyPointLabels></View>')

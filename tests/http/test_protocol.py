@@ -15,8 +15,8 @@ import requests
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image, ImageDraw
 
-from backend.grabcut import GrabCutEngine
-from backend.prompts import parse_context
+from backend.engines.grabcut import GrabCutEngine
+from backend.interactive.prompts import parse_context
 from tests.http.conftest import LS_TOKEN, SAMPLE_IMAGES, TASK4, ls_env, sample, scene
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
@@ -92,7 +92,7 @@ def test_batch_sample_answers_each_task_at_once_and_warms_their_images(server, f
     started = time.monotonic()
     response = server.post("/predict", sample("predict_batch_request.json"))
     assert time.monotonic() - started < 3.0  # no encoding inside the request, even on a busy CI machine
-    # One entry per task, each an empty list: no prediction for LS to store (see backend.model).
+    # One entry per task, each an empty list: no prediction for LS to store (see backend.interactive.model).
     assert response.json()["results"] == [[], [], []]
     path = task_of(3)["data"]["image"]
     deadline = time.monotonic() + 20

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from backend.prompts import parse_context
+from backend.interactive.prompts import parse_context
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
 from tests.http.conftest import SAMPLE_IMAGES, ls_env, sample, scene

@@ -1,6 +1,6 @@
 """/setup: who may send what where, bad bodies, and what every worker learns from it.
 
-The rules (backend.ls_address): LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL; a
+The rules (backend.labelstudio.address): LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL; a
 /setup hostname is used only while LABEL_STUDIO_URL is unset and only with the access_token
 that came with it; a bad /setup is a 400 that changes nothing; what /setup said reaches every
 gunicorn and RQ worker through Redis. Also /versions and the interactive model version.
@@ -8,17 +8,17 @@ gunicorn and RQ worker through Redis. Also /versions and the interactive model v
 from __future__ import annotations
 
 import json
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backend.app import build_backend, create_app
-from backend.ls_address import SETUP_TTL_S
+from backend.web.app import build_backend, create_app
+from backend.labelstudio.address import SETUP_TTL_S
 from backend.settings import Settings
 from tests.http.conftest import LS_TOKEN, sample
+from tests.support.server_log import answering_pids
 
 SECRET = "configuredsecret0123456789abcdef01234567"  # LABEL_STUDIO_API_KEY in these tests
 CLICK = sample("predict_interactive_request.json")  # a click on /data/upload/1/cd422a2f-up0.png
@@ -225,15 +225,10 @@ def test_two_gunicorn_workers_both_know_what_setup_said(fake_ls, shared_redis, s
     with ThreadPoolExecutor(4) as pool:  # concurrent clicks spread over both workers
         for _ in range(5):  # bounded: 60 clicks at most
             statuses += [r.status_code for r in pool.map(lambda _: backend.post("/predict", CLICK), range(12))]
-            if len(_predict_pids(backend.log())) == 2:
+            if len(answering_pids(backend.log())) == 2:
                 break
-    assert len(_predict_pids(backend.log())) == 2, "the clicks never reached the second worker"
+    assert len(answering_pids(backend.log())) == 2, "the clicks never reached the second worker"
     assert statuses and set(statuses) == {200}, f"{statuses.count(200)} of {len(statuses)} clicks worked"
-
-
-def _predict_pids(log: str) -> set[str]:
-    """The worker pids that answered a /predict (every log line carries its pid)."""
-    return set(re.findall(r"INFO (\d+) backend\.app: POST /predict \d{3}", log))
 
 
 # ---- versions -----------------------------------------------------------------------------------

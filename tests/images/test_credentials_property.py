@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from backend.errors import BackendError
 from backend.images import ForbiddenImage, ImageFetcher, resolve_image_ref
-from backend.ls_client import LabelStudioClient
-from backend.transport import RedirectError
-from backend.urls import UrlError
+from backend.labelstudio.client import LabelStudioClient
+from backend.net.transport import RedirectError
+from backend.net.urls import UrlError
 from tests.images.fakes import CaptureServer, FakeServer
 
 SECRET = "prop-secret-token-0123456789"

@@ -10,8 +10,8 @@ import pytest
 
 from backend.errors import DownloadTimeout
 from backend.images import ImageFetcher, resolve_image_ref
-from backend.ls_client import LabelStudioClient
-from backend.transport import download_deadline
+from backend.labelstudio.client import LabelStudioClient
+from backend.net.transport import download_deadline
 from tests.images.fakes import TrickleServer
 
 DEADLINE = 1.0

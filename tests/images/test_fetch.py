@@ -12,8 +12,8 @@ import pytest
 
 from backend.errors import ImageFetchError, PayloadTooLarge, UnsupportedMedia
 from backend.images import ForbiddenImage, ImageFetcher, load_image, resolve_image_ref
-from backend.ls_client import LabelStudioAuthError, LabelStudioClient, LabelStudioError
-from backend.transport import RedirectError
+from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient, LabelStudioError
+from backend.net.transport import RedirectError
 from tests.images.fakes import make_pat, requires_token
 
 TOKEN = "Token secret-key"
@@ -198,7 +198,7 @@ def test_https_checked_address_still_verifies_the_certificate_name(ls, tls_ext, 
 
 
 def test_next_checked_address_tried_when_one_is_down(ls, ext, png, monkeypatch):
-    from backend.images import netguard
+    from backend.net import netguard
 
     real = socket.getaddrinfo
 

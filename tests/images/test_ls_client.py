@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from backend.ls_client import LabelStudioAuthError, LabelStudioClient, LabelStudioError, jwt_claims
+from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient, LabelStudioError, jwt_claims
 from tests.images.fakes import jwt, make_pat, requires_token
 
 LEGACY = "harnesstoken0123456789abcdef0123456789ab"  # the shape LS sends in /setup

@@ -1,4 +1,4 @@
-"""backend.urls: one strict parse decides host, credentials and connection; what the HTTP client
+"""backend.net.urls: one strict parse decides host, credentials and connection; what the HTTP client
 would read differently is refused."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import urllib3.util
 
-from backend.urls import HttpUrl, UrlError, parse_http_url
+from backend.net.urls import HttpUrl, UrlError, parse_http_url
 
 
 @pytest.mark.parametrize(

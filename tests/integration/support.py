@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from tests.http.conftest import png, scene
 
 _ids = itertools.count()
@@ -81,7 +81,7 @@ def rectangle(
 
 
 def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
-    """Decoder arguments computed here, independently of backend.prompts: percent * size -> pixels."""
+    """Decoder arguments computed here, independently of backend.interactive.prompts: percent * size -> pixels."""
     points, labels, box = [], [], None
     for region in regions:
         w, h = region["original_width"], region["original_height"]

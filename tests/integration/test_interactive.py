@@ -10,13 +10,12 @@ low-res logits (the sequence is replayed here so each test stands alone).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
 from tests.integration.conftest import BRUSH_CONFIG
@@ -29,6 +28,7 @@ from tests.integration.support import (
     prompt_arrays,
     rectangle,
 )
+from tests.support.server_log import answering_pids
 from tests.torch_threads import torch_threads
 
 
@@ -235,5 +235,5 @@ def test_two_workers_both_use_what_setup_said(label_studio, two_worker_setup_bac
         answer = ls.interactive(ml["id"], task, {"result": [keypoint(20 + 5 * (clicks % 12), 50, (w, h))]})
         assert "errors" not in answer, f"click {clicks + 1}: {answer}"
         clicks += 1
-        pids = set(re.findall(r"INFO (\d+) backend\.app: POST /predict \d{3}", backend.log()))
+        pids = answering_pids(backend.log())
     assert len(pids) == 2, f"{clicks} clicks all reached one worker"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from tests.integration.conftest import POLYGON_CONFIG
 from tests.integration.support import (
     IMAGES,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.app import create_app
+from backend.web.app import create_app
 from backend.settings import Settings
 from tests.http.conftest import LS_TOKEN, png, scene
 from tests.reliability.fake_ls import FakeLabelStudioAPI

@@ -1,14 +1,14 @@
 """Auto-annotate options: what users may send, and the model_version that names a run's output."""
 import pytest
 
-from backend.auto_annotate import (
+from backend.autoannotate.annotator import (
     AutoAnnotateOptions,
     options_from_setting,
     output_for,
     parse_options,
 )
 from backend.errors import BadRequest, Unprocessable
-from backend.label_config import parse_label_config
+from backend.labelstudio.label_config import parse_label_config
 
 
 @pytest.mark.parametrize("raw, words", [

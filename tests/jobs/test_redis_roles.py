@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from backend.app import create_app
+from backend.web.app import create_app
 from backend.settings import Settings
 from tests.http.conftest import LS_TOKEN, png, scene
 from tests.jobs.test_auto_annotate_jobs import CONFIG, ROOT, Workers

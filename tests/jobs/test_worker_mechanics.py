@@ -14,13 +14,14 @@ from rq import Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from backend.jobs import HEARTBEAT_TTL_S, MAINTENANCE_EVERY_S, make_queue
+from backend.autoannotate.runs import make_queue
+from backend.autoannotate.worker import HEARTBEAT_TTL_S, MAINTENANCE_EVERY_S
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = (
     "import logging, sys, redis; logging.basicConfig(level=logging.INFO);"
-    "from backend.jobs import run_worker;"
+    "from backend.autoannotate.worker import run_worker;"
     "run_worker(redis.Redis.from_url(sys.argv[1]), sys.argv[2])"
 )
 

@@ -207,8 +207,6 @@ def sam_deployment(start_backend, fake_ls, redis_server, tiny_checkpoint, tmp_pa
     env = backend_env(fake_ls, redis_server.url, SAM_ENGINE="sam", SAM_MODEL="tiny",
                       SAM_CHECKPOINT=str(tiny_checkpoint), JOB_RETRIES="1")
     server = start_backend(env)
-    if server.post("/auto-annotate", {}).status_code == 404:
-        pytest.skip("POST /auto-annotate is not registered in backend/app.py yet")
     worker = RQWorker(env, tmp_path_factory.mktemp("rq") / "worker.log")
     yield server, worker
     worker.stop()

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the live gunicorn backend against backend/openapi.py (schemathesis).
+"""Property-based fuzzing of the live gunicorn backend against backend/web/openapi.py (schemathesis).
 
 For every described route, schemathesis generates requests that follow the description
 (positive) and requests that break it (negative); each must get a response the description
@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from backend.openapi import openapi_spec
+from backend.web.openapi import openapi_spec
 from tests.http.conftest import LS_TOKEN, png, sample, scene
 from tests.reliability.fake_ls import FakeLabelStudioAPI
 from tests.reliability.test_bad_inputs import leaf_paths, replaced
@@ -211,7 +211,7 @@ def test_any_authorization_header_is_harmless_without_basic_auth(server, header,
 
 def test_description_covers_every_route_the_app_serves():
     """Every rule Flask routes (bar static files) is described, with the same methods."""
-    from backend.app import create_app
+    from backend.web.app import create_app
     from backend.settings import Settings
 
     app = create_app(Settings(sam_engine="grabcut"))
@@ -220,12 +220,12 @@ def test_description_covers_every_route_the_app_serves():
         if rule.endpoint == "static" or rule.rule == "/openapi.json":
             continue
         path = rule.rule.replace("<run_id>", "{job_id}")
-        assert path in described, f"{rule.rule} is served but not in backend/openapi.py"
+        assert path in described, f"{rule.rule} is served but not in backend/web/openapi.py"
         methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
         assert methods <= set(described[path]), f"{rule.rule}: {methods} vs {set(described[path])}"
 
 
 def test_served_description_is_the_module_one(server):
-    """GET /openapi.json serves exactly backend.openapi's description."""
+    """GET /openapi.json serves exactly backend.web.openapi's description."""
     response = requests.get(server.url + "/openapi.json", timeout=30)
     assert response.status_code == 200 and response.json() == openapi_spec()

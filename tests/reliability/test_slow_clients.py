@@ -23,8 +23,8 @@ import pytest
 import requests
 from waitress import wasyncore
 
-from backend.download_slots import download_slots_for
-from backend.waitress_worker import (
+from backend.images.download_slots import download_slots_for
+from backend.web.server import (
     HEADER_DEADLINE_S,
     close_stalled_requests,
     create_servers,

@@ -80,7 +80,7 @@ def test_make_run_names_a_bad_setting_before_looking_for_a_checkpoint(env: dict,
 
 def test_preflight_accepts_a_good_configuration(tiny_checkpoint: Path) -> None:
     env = {**os.environ, "SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(tiny_checkpoint)}
-    out = subprocess.run([sys.executable, "-m", "backend.preflight"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "backend.engines.preflight"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("serving sam-tiny-")

@@ -40,12 +40,12 @@ def test_gunicorn_loads_the_model_after_fork() -> None:
 
 
 def test_gunicorn_serves_through_the_slow_client_safe_worker() -> None:
-    """gthread would let slow clients hold request threads (see backend/waitress_worker.py)."""
+    """gthread would let slow clients hold request threads (see backend/web/server.py)."""
     import runpy
 
     from gunicorn.config import Config
 
-    from backend.waitress_worker import WaitressWorker
+    from backend.web.server import WaitressWorker
 
     config = Config()
     config.set("worker_class", runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"])

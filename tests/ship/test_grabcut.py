@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from sam_model.embedding import ImageEmbedding
 
 H, W = 600, 900

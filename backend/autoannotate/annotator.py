@@ -14,10 +14,10 @@ from typing import Any, Callable
 import numpy as np
 
 from backend.errors import BadRequest, Unprocessable
-from backend.model import SamBackend
-from backend.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
+from backend.interactive.model import SamBackend
+from backend.labelstudio.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
 from backend.outputs import mask_to_regions
-from backend.request_body import number
+from backend.validation import number
 
 log = logging.getLogger(__name__)
 

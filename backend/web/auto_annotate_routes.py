@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from backend.errors import NotFound
-from backend.job_progress import JobProgress
-from backend.request_body import json_object
-from backend.runs import QueueRedis, queue_redis_errors, start_run
+from backend.autoannotate.progress import JobProgress
+from backend.web.request_body import json_object
+from backend.autoannotate.runs import QueueRedis, queue_redis_errors, start_run
 from backend.settings import Settings
 
 

@@ -1,9 +1,9 @@
 """A small Label Studio API client: the only code that holds and sends LS credentials.
 
-Credentials go to the LS host only: the LS URL is parsed strictly once (backend.urls), and a
+Credentials go to the LS host only: the LS URL is parsed strictly once (backend.net.urls), and a
 request carries them only when its own strictly parsed URL has the same (scheme, host, port);
 the string sent is rebuilt from those parts, so the check and the connection cannot disagree.
-Redirects are off in requests and followed by backend.transport.follow_redirects: LS-internal
+Redirects are off in requests and followed by backend.net.transport.follow_redirects: LS-internal
 ones with credentials; one to another host is handed back to the caller, never followed with our
 Authorization header attached.
 
@@ -31,8 +31,8 @@ from typing import Any
 import requests
 
 from backend.errors import BackendError
-from backend.transport import DeadlineAdapter, bare_session, follow_redirects
-from backend.urls import HttpUrl, UrlError, has_scheme, parse_http_url
+from backend.net.transport import DeadlineAdapter, bare_session, follow_redirects
+from backend.net.urls import HttpUrl, UrlError, has_scheme, parse_http_url
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,13 @@ checkpoint is there (downloading the official one once), before gunicorn starts.
 Checking in the backend's own order means a typo in SAM_ENGINE or SAM_MODEL is reported as
 that typo, not as a missing checkpoint; a bad number in any setting is named too.
 
-    python -m backend.preflight        exit 0: ready to serve; 1: the message says what to fix
+    python -m backend.engines.preflight        exit 0: ready to serve; 1: the message says what to fix
 """
 from __future__ import annotations
 
 import sys
 
-from backend.engine import CHECKPOINT_DIR, check_engine_choice, engine_spec
+from backend.engines.engine import CHECKPOINT_DIR, check_engine_choice, engine_spec
 from backend.errors import BackendError
 from backend.settings import Settings
 from sam_model.download import CheckpointError, ensure_checkpoint

@@ -17,13 +17,13 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from backend.engine import ServingEngine
+from backend.engines.engine import ServingEngine
 from backend.errors import BackendError, BadRequest, Unprocessable
-from backend.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
-from backend.logits_store import prompt_signature
+from backend.labelstudio.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
+from backend.cache.logits import prompt_signature
 from backend.metrics import Metrics
-from backend.prompts import Prompt, PromptSet, parse_context
-from backend.warmup import WarmupQueue
+from backend.interactive.prompts import Prompt, PromptSet, parse_context
+from backend.interactive.warmup import WarmupQueue
 from sam_model.embedding import ImageEmbedding
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageSource(Protocol):
-    """Where task images come from (backend.images + backend.ls_client behind it)."""
+    """Where task images come from (backend.images + backend.labelstudio.client behind it)."""
 
     def resolve(self, task: dict, value_key: str) -> Any: ...  # an ImageRef with a stable `.cache_key`
 

@@ -17,7 +17,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from backend.errors import ImageFetchError
 from backend.images.refs import ForbiddenImage
-from backend.transport import DeadlineAdapter, DeadlineHTTPConnection, DeadlineHTTPSConnection, bare_session
+from backend.net.transport import DeadlineAdapter, DeadlineHTTPConnection, DeadlineHTTPSConnection, bare_session
 
 
 def is_public(ip: str) -> bool:
@@ -89,5 +89,5 @@ class _GuardedAdapter(DeadlineAdapter):
 
 def guarded_session(policy: AddressPolicy) -> requests.Session:
     """A session with no ambient credentials (.netrc) or proxies, whose connections obey `policy`
-    and the current download deadline (backend.transport)."""
+    and the current download deadline (backend.net.transport)."""
     return bare_session(_GuardedAdapter(policy))

@@ -1,13 +1,11 @@
-"""The request body as a JSON object, and the one bounded conversion for numbers read from it.
+"""The request body as a JSON object, with the checks every JSON route needs.
 
 Every string in a body that passes `json_object` can be encoded as UTF-8 (so it can be
-logged, hashed, put in a URL or echoed in an error), and every number a route uses goes
-through `number`, so huge ints, NaN and Infinity (Python's json accepts all three) never
-reach numpy, torch or OpenCV.
+logged, hashed, put in a URL or echoed in an error); numbers are bounded where they are
+read, by `backend.validation.number`.
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -89,28 +87,3 @@ def _surrogate_error(path: str, what: str) -> None:
     shown = path.encode("ascii", "backslashreplace").decode("ascii")[:200]  # names may hold any character
     raise BadRequest(f"{what} at {shown} holds a lone UTF-16 surrogate (\\ud800-\\udfff) that is not valid Unicode",
                      "send text as valid Unicode: escape characters outside the BMP as surrogate pairs")
-
-
-def number(value: Any, what: str, low: float, high: float, *, whole: bool = False) -> float:
-    """`value` as a float if it is a JSON number in [low, high] (an integer one when `whole`); else a 400.
-
-    Range checks compare ints exactly, so a 400-digit integer is refused without the
-    OverflowError float() would raise; NaN and +-Infinity are never in range.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{what} must be a number, got {type(value).__name__}", f"send a number in [{low}, {high}]")
-    finite = isinstance(value, int) or math.isfinite(value)
-    if not finite or not low <= value <= high:
-        raise BadRequest(f"{what} must be a finite number in [{low}, {high}]; {_short(value)} is outside that",
-                         f"send a number in [{low}, {high}]")
-    if whole and not float(value).is_integer():
-        raise BadRequest(f"{what} must be an integer (a whole number), got {_short(value)}",
-                         f"send an integer in [{low}, {high}]")
-    return float(value)
-
-
-def _short(value: float) -> str:
-    """The number for an error message; a 400-digit integer is shown by its length."""
-    if isinstance(value, int) and abs(value) >= 10**15:
-        return f"an integer of {len(str(abs(value)))} digits"
-    return repr(value)

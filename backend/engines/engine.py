@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from backend.errors import BackendError, Overloaded
-from backend.grabcut import GrabCutEngine
+from backend.engines.grabcut import GrabCutEngine
 from backend.settings import Settings
 from sam_model.checkpoint import DEVICES, load_sam
 from sam_model.embedding import ImageEmbedding
@@ -28,7 +28,7 @@ from sam_model.quantize import QUANTIZE_MODES
 from sam_model.registry import OFFICIAL_CHECKPOINTS
 
 log = logging.getLogger(__name__)
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 # "tiny" is a 2-block test configuration: random weights, accepted so the HTTP tests can run
 # the real SAM code path with a small checkpoint. It is not a model anyone should label with.
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")

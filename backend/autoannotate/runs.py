@@ -7,30 +7,59 @@ jobs and runs without a trace. It is checked on first use, and its failures beco
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
 
-from backend.auto_annotate import output_for, parse_options, run_spec
+from backend.autoannotate.annotator import output_for, parse_options, run_spec
 from backend.errors import BackendError, BadRequest, Overloaded
-from backend.job_progress import JobProgress
-from backend.jobs import enqueue_run, make_queue
-from backend.label_config import parse_label_config
-from backend.ls_client import LabelStudioClient
+from backend.autoannotate.progress import JobProgress
+from backend.labelstudio.label_config import parse_label_config
+from backend.labelstudio.client import LabelStudioClient
+from backend.wiring import label_studio_client
 from backend.settings import Settings
 
 LS_ID_MAX = 2**63 - 1  # LS keeps ids in 64-bit database columns
+RETRY_INTERVALS_S = [2, 10, 30, 60]
 
 
-def label_studio_client(settings: Settings) -> LabelStudioClient:
-    """The client jobs use to read tasks and post predictions (needs LABEL_STUDIO_URL and a key)."""
-    if not settings.label_studio_url or not settings.label_studio_api_key:
-        raise BadRequest("auto-annotate needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY",
-                         "set both for the backend and its workers (Account & Settings -> Access Token in LS)")
-    return LabelStudioClient(settings.label_studio_url, api_key=settings.label_studio_api_key,
-                             timeout=settings.fetch_timeout_s)
+def make_queue(connection: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def _retry(retries: int) -> Retry | None:
+    return Retry(max=retries, interval=RETRY_INTERVALS_S[:retries]) if retries > 0 else None
+
+
+def enqueue_run(queue: Queue, progress: JobProgress, spec: dict[str, Any], tasks: list[int] | None,
+                retries: int, timeout_s: int) -> str:
+    """Start a run over `tasks`, or over every task of spec["project"] when `tasks` is None."""
+    run_id = uuid.uuid4().hex
+    progress.create(run_id, spec["project"], total=len(tasks or []), planning=tasks is None, spec=spec)
+    if tasks is None:
+        queue.enqueue("backend.autoannotate.jobs.plan_project", run_id, job_id=f"{run_id}-plan", retry=_retry(retries),
+                      job_timeout=timeout_s, result_ttl=progress.ttl_s, failure_ttl=progress.ttl_s)
+    else:
+        enqueue_tasks(queue, progress, run_id, tasks, retries, timeout_s)
+    return run_id
+
+
+def enqueue_tasks(queue: Queue, progress: JobProgress, run_id: str, tasks: Iterable[int], retries: int,
+                  timeout_s: int) -> int:
+    jobs = [
+        Queue.prepare_data("backend.autoannotate.jobs.run_task", (run_id, int(task_id)), job_id=f"{run_id}-{int(task_id)}",
+                           retry=_retry(retries), timeout=timeout_s, result_ttl=progress.ttl_s,
+                           failure_ttl=progress.ttl_s)
+        for task_id in tasks
+    ]
+    if jobs:
+        queue.enqueue_many(jobs)
+    return len(jobs)
 
 
 class QueueRedisEvicts(BackendError):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from backend.errors import BadRequest
-from backend.request_body import number
+from backend.validation import number
 
 # Clicks a little outside the image (a cursor on the border) are clamped; farther is a bug.
 OUTSIDE_TOLERANCE_PCT = 3.0

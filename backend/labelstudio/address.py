@@ -32,7 +32,7 @@ from typing import Any
 
 from backend.cache.redis_link import RedisLink
 from backend.errors import BackendError, BadRequest
-from backend.urls import parse_http_url
+from backend.net.urls import parse_http_url
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class SetupInfo:
 
 
 def _ls_base_url(value: Any, what: str) -> str:
-    """`value` as an LS base URL, normalised, or a 400: backend.urls' strict http(s) parse (a host,
+    """`value` as an LS base URL, normalised, or a 400: backend.net.urls' strict http(s) parse (a host,
     a port in 1-65535, no user info, control characters or backslashes), and no query or fragment."""
     if not isinstance(value, str):
         raise BadRequest(f"{what} must be a string, got {type(value).__name__}", _SETUP_FIX)

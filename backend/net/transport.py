@@ -9,7 +9,7 @@ ends by the deadline: the read that would pass it fails with a timeout instead. 
 context variable, so pooled connections shared between threads each obey their caller's deadline.
 
 Redirects: requests never follows them (allow_redirects=False everywhere); `follow_redirects`
-decides each hop, from strictly parsed `Location`s (backend.urls), and whether it may carry
+decides each hop, from strictly parsed `Location`s (backend.net.urls), and whether it may carry
 credentials: only while every hop so far was trusted (the LS host).
 """
 
@@ -31,7 +31,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
 from backend.errors import BackendError
-from backend.urls import HttpUrl, UrlError, shown_raw
+from backend.net.urls import HttpUrl, UrlError, shown_raw
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5

@@ -1,0 +1,1 @@
+"""The interactive path: one click (prompts -> cached embedding -> decoder -> regions), and cache warm-up."""
