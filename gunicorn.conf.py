@@ -15,7 +15,11 @@ bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "backend.web.server.WaitressWorker"
-worker_connections = 1000  # open connections per worker (slow ones included); then accepts wait
+# Open connections per worker, slow ones included. The only client is LS's server (a connection
+# per busy thread), so 200 is ample; it bounds what unfinished requests may buffer per worker
+# (~155 MiB of memory, 200 x MAX_REQUEST_BYTES of temp files: docs/ARCHITECTURE.md, "Serving:
+# slow clients"). Near it the oldest unfinished requests are shed (backend/web/server.py).
+worker_connections = 200
 preload_app = False
 timeout = 180
 graceful_timeout = 30
