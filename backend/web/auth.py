@@ -26,6 +26,27 @@ def basic_credentials(header: str | None) -> tuple[bytes, bytes] | None:
     return (user, password) if colon else None
 
 
+def _encodings(text: str) -> list[bytes]:
+    """The bytes a client may send for `text`: UTF-8 (curl, browsers) and latin-1.
+
+    Label Studio sends basic auth through requests' HTTPBasicAuth, which encodes user and
+    password as latin-1, so a non-ASCII password from LS arrives as latin-1 bytes; text beyond
+    latin-1 cannot be sent that way and has only its UTF-8 form.
+    """
+    forms = [text.encode()]
+    try:
+        forms.append(text.encode("latin-1"))
+    except UnicodeEncodeError:
+        pass
+    return forms
+
+
+def _matches(given: bytes, text: str) -> bool:
+    """Constant-time: every encoding is compared, whichever matched."""
+    results = [hmac.compare_digest(given, form) for form in _encodings(text)]  # no short cut
+    return any(results)
+
+
 def check_basic_auth(header: str | None, user: str, password: str) -> None:
     """Raise Unauthorized unless the request's basic credentials match (constant-time compare).
 
@@ -36,8 +57,8 @@ def check_basic_auth(header: str | None, user: str, password: str) -> None:
         return
     given = basic_credentials(header)
     given_user, given_pass = given or (b"", b"")
-    user_ok = hmac.compare_digest(given_user, user.encode())
-    pass_ok = hmac.compare_digest(given_pass, password.encode())
+    user_ok = _matches(given_user, user)
+    pass_ok = _matches(given_pass, password)
     if given is None or not (user_ok and pass_ok):
         raise Unauthorized("missing or wrong basic auth credentials",
                            "set the same user and password in the LS model settings (Basic auth)")
