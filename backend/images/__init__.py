@@ -18,6 +18,15 @@ __all__ = [
 ]
 
 
-def load_image(ref: ImageRef, fetcher: ImageFetcher, *, max_image_pixels: int = 100_000_000) -> np.ndarray:
-    """HxWx3 uint8 RGB, EXIF-transposed: shape[:2] is the (height, width) LS reports as original size."""
-    return decode_image(fetcher.fetch(ref), max_pixels=max_image_pixels, source=ref.source)
+def load_image(
+    ref: ImageRef,
+    fetcher: ImageFetcher,
+    *,
+    max_image_pixels: int = 100_000_000,
+    expected_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """HxWx3 uint8 RGB, EXIF-transposed: shape[:2] is the (height, width) LS reports as original size.
+
+    `expected_size`: that (width, height) when the caller knows it; another size is a 422 found
+    from the header, before decoding (backend.images.decode.decode_image)."""
+    return decode_image(fetcher.fetch(ref), max_pixels=max_image_pixels, source=ref.source, expected_size=expected_size)

@@ -2,9 +2,10 @@
 
 Redirects are followed by backend.net.transport.follow_redirects (at most 5 hops), each Location
 parsed strictly (backend.net.urls). A hop gets LS credentials only while the whole chain so far
-stayed on the LS host; from the first foreign hop on, every request goes through the
-address-checked session (netguard) with no credentials at all. A cloud URI starts the chain at
-LS's presign endpoint. The whole download (presign, every hop, every byte) runs under one
+stayed on LS media paths (LabelStudioClient.is_media_url); from the first other hop on, every
+request goes through the address-checked session (netguard) with no credentials at all. A task
+value that names another path on the LS host (its API) is refused with a 400 before any request.
+A cloud URI starts the chain at LS's presign endpoint. The whole download (presign, every hop, every byte) runs under one
 DOWNLOAD_DEADLINE_S deadline: past it, a 504.
 """
 
@@ -15,10 +16,22 @@ import os
 
 import requests
 
-from backend.errors import BackendError, DownloadTimeout, ImageFetchError, PayloadTooLarge
-from backend.net.netguard import AddressPolicy, guarded_session
+from backend.errors import (
+    BackendError,
+    BadRequest,
+    DownloadTimeout,
+    ImageFetchError,
+    PayloadTooLarge,
+)
 from backend.images.refs import ForbiddenImage, ImageRef
-from backend.labelstudio.client import LabelStudioClient, LabelStudioError
+from backend.labelstudio.client import (
+    AUTH_FIX,
+    MEDIA_PREFIXES,
+    LabelStudioAuthError,
+    LabelStudioClient,
+    LabelStudioError,
+)
+from backend.net.netguard import AddressPolicy, guarded_session
 from backend.net.transport import download_deadline, follow_redirects
 from backend.net.urls import HttpUrl
 
@@ -43,11 +56,9 @@ class ImageFetcher:
         self.max_image_bytes = max_image_bytes
         self.timeout = timeout
         self.deadline_s = deadline_s
-        allowed = set()
-        if ls is not None:
-            _, host, port = ls.base.origin
-            allowed.add((host, port))
-        self.session = guarded_session(AddressPolicy(allow_private_image_urls, allowed))
+        ls_host = ls.base.origin[1:] if ls is not None else None
+        policy = AddressPolicy(allow_private_image_urls, ls_host, ls_from_setup=ls is not None and ls.from_setup)
+        self.session = guarded_session(policy)
 
     def fetch(self, ref: ImageRef) -> bytes:
         """The raw bytes of the image `ref` points at."""
@@ -77,7 +88,14 @@ class ImageFetcher:
             if ref.kind == "ls":
                 self._ls(ref)
             start = ref.http  # set by resolve_image_ref for "ls" and "url" refs
-        resp, url = follow_redirects("GET", start, self._send, trusted=self._on_ls, leave_trusted=True)
+            if self._on_ls(start) and not self._credentialed(start):
+                raise BadRequest(
+                    f"{ref.source} names {start.path!r} on the Label Studio host, which is not a media path: "
+                    "the backend sends LS credentials only to LS media paths",
+                    f"Point the task at an image: an LS media path ({', '.join(MEDIA_PREFIXES)}, "
+                    "/tasks/<id>/resolve/), a cloud URI or another image host",
+                )
+        resp, url = follow_redirects("GET", start, self._send, trusted=self._credentialed, leave_trusted=True)
         if resp.status_code != 200:
             resp.close()
             raise self._status_error(ref, url, resp.status_code)
@@ -85,6 +103,10 @@ class ImageFetcher:
 
     def _on_ls(self, url: HttpUrl) -> bool:
         return self.ls is not None and self.ls.is_ls_url(url)
+
+    def _credentialed(self, url: HttpUrl) -> bool:
+        """Whether a hop to `url` may carry LS credentials: only to LS media paths."""
+        return self.ls is not None and self.ls.is_media_url(url)
 
     def _ls(self, ref: ImageRef) -> LabelStudioClient:
         if self.ls is None:
@@ -150,6 +172,9 @@ class ImageFetcher:
         log.debug("fetching %s (%s)", url.shown, "with LS credentials" if with_credentials else "anonymous")
         if with_credentials:
             return self.ls.send(method, url, stream=True)  # type: ignore[union-attr]
+        if self.ls is not None and self.ls.is_login_url(url):  # LS sends a refused token there
+            raise LabelStudioAuthError(f"Label Studio redirected the image fetch to its login page ({url.shown})",
+                                       AUTH_FIX)
         try:
             return self.session.request(method, url.url, stream=True, allow_redirects=False, timeout=self.timeout)
         except requests.Timeout:

@@ -3,9 +3,10 @@ except local-file path checks.
 
 Kinds (Label Studio 1.23 task data, see ../shared/DESIGN.md):
 - "ls":    a path on the LS host (`/data/upload/1/x.png`, `/storage-data/uploaded/?filepath=..`,
-           a `/data/local-files/?d=..` when no local root is configured), joined with the LS base URL;
+           a `/data/local-files/?d=..` when no local root is configured), joined with the LS base URL
+           (the fetcher refuses LS paths that are not media paths, e.g. `/api/...`, with a 400);
 - "local": `/data/local-files/?d=<path>` read from LOCAL_FILES_DOCUMENT_ROOT;
-- "url":   an absolute http(s) URL (credentials only if it is the LS host);
+- "url":   an absolute http(s) URL (credentials only if it is a media path on the LS host);
 - "cloud": s3:// gs:// azure-blob:// azure-spi://, fetched through the LS presign endpoint;
 - "data":  a data: URI.
 """
@@ -21,17 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
-from backend.errors import BackendError, BadRequest, ImageFetchError
+from backend.errors import BadRequest, ImageFetchError
+from backend.net.netguard import ForbiddenImage
 from backend.net.urls import HttpUrl, has_scheme, parse_http_url, shown_raw
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # azure-spi: LS Enterprise service principal
 _UNDEFINED_KEY = "$undefined$"  # LS's data key for files imported without a labeling config
-
-
-class ForbiddenImage(BackendError):
-    """The task points somewhere this backend must not read (outside the root, a private address)."""
-
-    status, code = 403, "image_forbidden"
 
 
 @dataclass(frozen=True)

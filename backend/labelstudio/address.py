@@ -8,7 +8,12 @@ Who may send what where:
   (LS 1.23 always sends both: its HOSTNAME and the project creator's legacy token). A
   hostname without a token is refused (400): a caller can point the backend at a host only
   with credentials the caller itself supplied, never with ours.
-- With LABEL_STUDIO_URL set and no key, the /setup token is sent to LABEL_STUDIO_URL.
+- With LABEL_STUDIO_URL set and no key, the /setup token is sent to LABEL_STUDIO_URL. A /setup
+  without a token then has nothing to add, and never replaces the token an earlier /setup gave
+  (else any caller could make later clicks go out without credentials).
+- A /setup hostname may be a private or loopback address (LS on a docker network, localhost),
+  but is never connected to on a link-local, multicast, unspecified or metadata address
+  (backend.net.netguard, checked at connect time); /health warns while anyone can send /setup.
 
 /setup reaches one gunicorn worker. The other workers, and the RQ workers that fetch images
 for auto-annotate runs, learn what it said from Redis (QUEUE_REDIS_URL, else REDIS_URL): one
@@ -57,12 +62,16 @@ def _ls_base_url(value: Any, what: str) -> str:
     a port in 1-65535, no user info, control characters or backslashes), and no query or fragment."""
     if not isinstance(value, str):
         raise BadRequest(f"{what} must be a string, got {type(value).__name__}", _SETUP_FIX)
-    if len(value) > MAX_URL_CHARS:
-        raise BadRequest(f"{what} is longer than {MAX_URL_CHARS} characters", _SETUP_FIX)
+    too_long = BadRequest(f"{what} is longer than {MAX_URL_CHARS} characters", _SETUP_FIX)
+    if len(value) > MAX_URL_CHARS:  # before parsing: no work on huge input
+        raise too_long
     url = parse_http_url(value, what)  # UrlError: a 400 naming what is wrong
     if "?" in url.target or "#" in value:
         raise BadRequest(f"{what} '{url.shown}' must not hold a query or a fragment", _SETUP_FIX)
-    return url.url.rstrip("/")
+    base = url.url.rstrip("/")
+    if len(base) > MAX_URL_CHARS:  # normalising can triple it ('%' -> '%25'); this is what is stored
+        raise too_long
+    return base
 
 
 def parse_setup(body: dict, token_required: bool) -> SetupInfo | None:
@@ -109,7 +118,12 @@ class SetupStore:
         return self._link.configured
 
     def learn(self, info: SetupInfo) -> None:
-        """Remember `info` here and publish it for the other processes (best effort)."""
+        """Remember `info` here and publish it for the other processes (best effort).
+
+        Without a token (allowed only while LABEL_STUDIO_URL is set, which makes the hostname
+        unused) there is nothing to learn: an empty token must never replace one."""
+        if not info.access_token:
+            return
         raw = json.dumps({"hostname": info.hostname, "access_token": info.access_token}).encode()
         with self._lock:
             self._info, self._raw = info, raw
@@ -135,16 +149,23 @@ def _decode(raw: bytes) -> SetupInfo | None:
     try:
         body = json.loads(raw)
         info = parse_setup(body, token_required=False) if isinstance(body, dict) else None
-    except (ValueError, BackendError):  # UrlError is a BackendError
+    except (ValueError, RecursionError, BackendError):  # deep nesting: RecursionError; UrlError is a BackendError
         info = None
     if info is None:
         log.warning("ignoring a malformed shared /setup value in Redis (%d bytes)", len(raw))
     return info
 
 
-def address_warnings(label_studio_url: str, api_key: str, workers: int, redis_url: str) -> list[str]:
-    """Configurations that run but will fail some clicks or ignore a setting; /health lists them."""
+def address_warnings(label_studio_url: str, api_key: str, workers: int, redis_url: str, basic_auth: bool) -> list[str]:
+    """Configurations that run but will fail some clicks, ignore a setting, or let anyone steer
+    image fetches; /health lists them."""
     warnings = []
+    if not label_studio_url and not basic_auth:
+        warnings.append(
+            "LABEL_STUDIO_URL is not set and basic auth is off: any client that can reach this backend can send "
+            "/setup and point LS-path image fetches (with a token of its own) at hosts on Label Studio's network, "
+            "private and loopback addresses included (never link-local or metadata addresses). Set "
+            "LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY), or BASIC_AUTH_USER and BASIC_AUTH_PASS")
     if not label_studio_url and workers > 1 and not redis_url:
         warnings.append(
             f"LABEL_STUDIO_URL is required with WORKERS={workers} and no Redis: LS sends /setup (its address and "

@@ -7,6 +7,16 @@ Redirects are off in requests and followed by backend.net.transport.follow_redir
 ones with credentials; one to another host is handed back to the caller, never followed with our
 Authorization header attached.
 
+Image fetches send credentials to fewer places still: only LS *media* paths (`is_media_url`), the
+forms LS 1.23 puts in task data: `/data/upload/`, `/data/local-files/`, `/storage-data/`, and
+`/tasks/<id>/resolve/` (what LS writes for cloud URIs when it resolves them) or its older name
+`/tasks/<id>/presign/` (what `presign_url` builds). A task value naming `/api/...` must not make
+the backend call LS's API with the key.
+
+A base URL that came from /setup (`from_setup`) was named by whoever can reach the backend, so its
+connections go through backend.net.netguard's /setup rule (no link-local, multicast, unspecified
+or metadata addresses, checked at connect time).
+
 Tokens (Label Studio 1.23):
 - a legacy API token (40 hex chars, Account & Settings -> Legacy Token) is sent as
   `Authorization: Token <key>`;
@@ -23,20 +33,25 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 
 from backend.errors import BackendError
+from backend.net.netguard import AddressPolicy, guarded_session
 from backend.net.transport import DeadlineAdapter, bare_session, follow_redirects
 from backend.net.urls import HttpUrl, UrlError, has_scheme, parse_http_url
 
 log = logging.getLogger(__name__)
 
 _REFRESH_SKEW_S = 30.0
+MEDIA_PREFIXES = ("/data/upload/", "/data/local-files/", "/storage-data/")
+_STORAGE_RESOLVE = re.compile(r"/tasks/[0-9]+/(?:resolve|presign)/")
 AUTH_FIX = (
     "Set LABEL_STUDIO_API_KEY to a valid token of a user with access to the project "
     "(Label Studio -> Account & Settings: a Personal Access Token, or a Legacy Token). "
@@ -81,6 +96,7 @@ class LabelStudioClient:
         api_key: str = "",
         access_token: str = "",
         timeout: float = 30.0,
+        from_setup: bool = False,
     ):
         try:
             self.base = parse_http_url(base_url.strip().rstrip("/"), "the Label Studio URL")
@@ -106,13 +122,40 @@ class LabelStudioClient:
         self._access = ""
         self._access_exp = 0.0
         self._lock = threading.Lock()
-        self.session = bare_session(DeadlineAdapter(pool_connections=4, pool_maxsize=16))
+        self.from_setup = from_setup
+        if from_setup:
+            _, host, port = self.base.origin
+            self.session = guarded_session(AddressPolicy(False, (host, port), ls_from_setup=True))
+        else:
+            self.session = bare_session(DeadlineAdapter(pool_connections=4, pool_maxsize=16))
 
     # ---- addressing -------------------------------------------------------------------------
 
     def is_ls_url(self, url: HttpUrl) -> bool:
         """True when `url` is on the LS host (same scheme, host and port), where credentials may go."""
         return url.origin == self.base.origin
+
+    def _relative_path(self, url: HttpUrl) -> str | None:
+        """`url`'s path below the LS base path, percent-decoded, or None when it is not on LS under
+        that path. Decoded because LS (Django) routes on the decoded path."""
+        base = self.base.path.rstrip("/")
+        if not self.is_ls_url(url) or not url.path.startswith(base + "/"):
+            return None
+        return unquote(url.path[len(base) :])
+
+    def is_media_url(self, url: HttpUrl) -> bool:
+        """True when `url` is an LS media path (module doc), the only LS paths an image fetch sends
+        credentials to. A '.' or '..' segment (escaped or not) is never one: a proxy in front of LS
+        may resolve it and land on the API."""
+        path = self._relative_path(url)
+        if path is None or any(part in (".", "..") for part in path.replace("\\", "/").split("/")):
+            return False
+        return path.startswith(MEDIA_PREFIXES) or bool(_STORAGE_RESOLVE.fullmatch(path))
+
+    def is_login_url(self, url: HttpUrl) -> bool:
+        """True for LS's login page, where LS redirects a request whose token it refused."""
+        path = self._relative_path(url)
+        return path is not None and path.startswith("/user/login")
 
     def target(self, path_or_url: str | HttpUrl) -> HttpUrl:
         """The URL on the LS host for a path or URL; refuses anything else so credentials cannot leak."""
@@ -187,7 +230,7 @@ class LabelStudioClient:
         LabelStudioAuthError. Other statuses are returned as they are: callers decide what a 404 means.
         """
         url = self.target(url)
-        if url.path.startswith(self.base.path.rstrip("/") + "/user/login"):
+        if self.is_login_url(url):
             raise LabelStudioAuthError(
                 f"Label Studio redirected {method} to its login page ({url.shown}): the token was not accepted",
                 AUTH_FIX,

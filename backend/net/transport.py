@@ -166,6 +166,19 @@ class RedirectError(BackendError):
     status, code = 424, "bad_redirect"
 
 
+def header_text(value: str | None) -> str | None:
+    """A header value as its sender meant it: http.client decodes header bytes as latin-1, so a raw
+    UTF-8 `Location: /é` arrives as '/Ã©' and would be fetched as /%C3%83%C2%A9. Bytes that decode
+    as UTF-8 are read as UTF-8 (what servers and browsers send and expect); anything else stays
+    as it came, for the strict URL parser to judge."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not latin-1-encodable (never from http.client), or not UTF-8
+        return value
+
+
 def follow_redirects(
     method: str,
     url: HttpUrl,
@@ -186,7 +199,7 @@ def follow_redirects(
     for _ in range(MAX_REDIRECTS + 1):
         with_credentials = with_credentials and trusted(url)
         resp = send(method, url, with_credentials)
-        location = resp.headers.get("Location")
+        location = header_text(resp.headers.get("Location"))
         if resp.status_code not in REDIRECT_STATUSES or location is None:
             return resp, url
         try:

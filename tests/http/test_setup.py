@@ -7,6 +7,7 @@ gunicorn and RQ worker through Redis. Also /versions and the interactive model v
 """
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backend.web.app import build_backend, create_app
 from backend.labelstudio.address import SETUP_TTL_S
 from backend.settings import Settings
+from backend.web.app import build_backend, create_app
 from tests.http.conftest import LS_TOKEN, sample
 from tests.support.server_log import answering_pids
 
@@ -66,6 +67,14 @@ def app_client(**settings):
     return create_app(Settings(sam_engine="grabcut", **settings)).test_client()
 
 
+OPEN_SETUP_WARNING = "any client that can reach this backend can send /setup"
+
+
+def other_warnings(client) -> list[str]:
+    """/health's warnings but the one every set-up without LABEL_STUDIO_URL and basic auth gets."""
+    return [w for w in client.get("/health").json["warnings"] if OPEN_SETUP_WARNING not in w]
+
+
 @pytest.fixture
 def shared_redis(redis_server):
     """The module's Redis without a /setup value left by an earlier test."""
@@ -104,8 +113,33 @@ def test_with_label_studio_url_set_a_setup_hostname_is_never_contacted(capture, 
     assert capture.seen == []
 
 
+def test_an_empty_token_never_replaces_the_setup_token(fake_ls, shared_redis):
+    """LABEL_STUDIO_URL set, no key: the /setup token is what clicks carry. An anonymous /setup with an
+    empty token must not replace it (clicks then went out without Authorization), here or through Redis."""
+    client = app_client(label_studio_url=fake_ls.url, redis_url=shared_redis.url)
+    assert client.post("/setup", json=setup_body(fake_ls.url)).status_code == 200
+    for empty in ("", None):
+        assert client.post("/setup", json=setup_body("http://whatever", empty)).status_code == 200
+        assert client.post("/predict", json=CLICK).status_code == 200
+    assert json.loads(shared_redis.client().get(SETUP_KEY))["access_token"] == LS_TOKEN
+    other = app_client(label_studio_url=fake_ls.url, redis_url=shared_redis.url)  # another process
+    assert other.post("/predict", json=CLICK).status_code == 200
+
+
+def test_health_warns_while_anyone_can_steer_image_fetches_through_setup():
+    """No LABEL_STUDIO_URL and no basic auth: any client can name the LS host in /setup. /health says so
+    and what to set; either setting silences it."""
+    (warning,) = app_client().get("/health").json["warnings"]
+    assert "any client that can reach this backend can send /setup" in warning
+    assert "LABEL_STUDIO_URL" in warning and "BASIC_AUTH_USER" in warning and "link-local" in warning
+    assert app_client(label_studio_url="http://ls:8080").get("/health").json["warnings"] == []
+    with_auth = app_client(basic_auth_user="u", basic_auth_pass="p")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+    assert with_auth.get("/health", headers=auth).json["warnings"] == []
+
+
 def test_health_warns_that_the_api_key_alone_is_unused():
-    (warning,) = app_client(label_studio_api_key=SECRET).get("/health").json["warnings"]
+    (warning,) = other_warnings(app_client(label_studio_api_key=SECRET))
     assert "only ever sent to LABEL_STUDIO_URL" in warning
 
 
@@ -127,6 +161,7 @@ BAD_SETUPS = [
     ({"hostname": "http://exa mple"}, "hostname"),
     ({"hostname": "http://h\u00e9llo"}, "hostname"),
     ({"hostname": "http://" + "a" * 3000}, "hostname"),
+    ({"hostname": "http://ls/" + "%" * 2000}, "hostname"),  # 2010 characters, 6010 once normalised ('%25')
     ({"hostname": 8080}, "hostname"),
     ({"hostname": ["http://127.0.0.1"]}, "hostname"),
     ({"access_token": 12345}, "access_token"),
@@ -182,10 +217,10 @@ def test_unknown_ls_address_says_what_is_missing(shared_redis, settings, words):
 
 
 def test_health_says_label_studio_url_is_required_with_workers_and_no_redis(redis_server):
-    (warning,) = app_client(workers=2).get("/health").json["warnings"]
+    (warning,) = other_warnings(app_client(workers=2))
     assert "LABEL_STUDIO_URL is required with WORKERS=2" in warning
-    assert app_client(workers=2, redis_url=redis_server.url).get("/health").json["warnings"] == []
-    assert app_client(workers=1).get("/health").json["warnings"] == []
+    assert other_warnings(app_client(workers=2, redis_url=redis_server.url)) == []
+    assert other_warnings(app_client(workers=1)) == []
 
 
 def test_setup_is_shared_through_redis_as_json_with_a_ttl(fake_ls, shared_redis):
@@ -203,7 +238,8 @@ def test_setup_is_shared_through_redis_as_json_with_a_ttl(fake_ls, shared_redis)
     assert images.load(ref).shape == (240, 320, 3)  # fetched with the shared token
 
 
-@pytest.mark.parametrize("stored", [b'{"hostname": ":99999", "access_token": "x"}', b"\x80\x04\x95 not json", b"[]"])
+@pytest.mark.parametrize("stored", [b'{"hostname": ":99999", "access_token": "x"}', b"\x80\x04\x95 not json", b"[]",
+                                    b"[" * 100_000])  # deeper than json's recursion limit
 def test_a_malformed_shared_value_is_ignored_not_a_500(shared_redis, stored):
     shared_redis.client().set(SETUP_KEY, stored)
     response = app_client(redis_url=shared_redis.url).post("/predict", json=CLICK)
@@ -219,7 +255,8 @@ def test_nothing_of_setup_is_stored_when_the_environment_names_ls_and_its_key(fa
 def test_two_gunicorn_workers_both_know_what_setup_said(fake_ls, shared_redis, start_backend):
     """WORKERS=2, no LABEL_STUDIO_URL: /setup reaches one worker, and every click on either one works
     (without sharing, the worker that missed /setup answered 424, 1 click in 6 in the field)."""
-    backend = start_backend({"SAM_ENGINE": "grabcut", "WORKERS": "2", "THREADS": "2", "REDIS_URL": shared_redis.url})
+    # THREADS=6: 4 cold slots per worker (backend.interactive.cold_slots), so 4 concurrent clicks never get a 503
+    backend = start_backend({"SAM_ENGINE": "grabcut", "WORKERS": "2", "THREADS": "6", "REDIS_URL": shared_redis.url})
     assert backend.post("/setup", setup_body(fake_ls.url)).status_code == 200
     statuses: list[int] = []
     with ThreadPoolExecutor(4) as pool:  # concurrent clicks spread over both workers

@@ -70,10 +70,10 @@ def test_deadline_covers_every_redirect_hop(ls, trickle):
 def test_slow_hops_add_up_to_the_deadline(ls):
     def slow_redirect(req):  # each hop well inside FETCH_TIMEOUT_S, together past the deadline
         time.sleep(0.3)
-        return 302, {"Location": "/slow"}, b""
+        return 302, {"Location": "/data/upload/slow"}, b""
 
-    ls.routes["/slow"] = slow_redirect
-    err, took = timed_fetch(ls.url, "/slow")
+    ls.routes["/data/upload/slow"] = slow_redirect
+    err, took = timed_fetch(ls.url, "/data/upload/slow")
     assert took < DEADLINE + SLACK and err.status == 504
 
 

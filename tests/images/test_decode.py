@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +200,81 @@ def test_gif_and_webp():
     img = left_red_right_blue(8, 4)
     assert decode_image(image_bytes(img, "GIF"))[0, 0].tolist() == list(RED)
     assert decode_image(image_bytes(img, "WEBP", lossless=True))[0, 7].tolist() == list(BLUE)
+
+
+# ---- the size LS reports, checked before decoding -------------------------------------------------
+
+def no_pixel_decoding(monkeypatch) -> None:
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_size_other_than_the_one_ls_shows_is_refused_before_decoding(monkeypatch, fmt):
+    data = image_bytes(left_red_right_blue(), fmt)
+    no_pixel_decoding(monkeypatch)
+    with pytest.raises(Unprocessable) as err:
+        decode_image(data, source="http://ls/data/upload/1/a.png", expected_size=(10000, 10000))
+    assert err.value.status == 422
+    assert err.value.message == "Label Studio shows this image as 10000x10000 but the file is 40x20"
+    assert "same file LS displays" in err.value.fix
+
+
+def test_the_expected_size_is_the_exif_oriented_one():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 20 wide, 40 high
+    data = image_bytes(left_red_right_blue(), "JPEG", exif=exif, quality=95)
+    assert decode_image(data, expected_size=(20, 40)).shape == (40, 20, 3)
+    with pytest.raises(Unprocessable, match="shows this image as 40x20 but the file is 20x40"):
+        decode_image(data, expected_size=(40, 20))
+
+
+def test_a_png_of_the_transposed_size_is_refused_once_decoded():
+    """A PNG's EXIF orientation may follow its pixels, so its header allows both orders; the
+    decoded size is checked too."""
+    with pytest.raises(Unprocessable, match="shows this image as 20x40 but the file is 40x20"):
+        decode_image(image_bytes(left_red_right_blue()), expected_size=(20, 40))
+    assert decode_image(image_bytes(left_red_right_blue()), expected_size=(40, 20)).shape == (20, 40, 3)
+
+
+# ---- conversion to RGB, a strip at a time ---------------------------------------------------------
+
+def whole_image_rgb(img: Image.Image) -> np.ndarray:
+    """The oracle: the whole-image conversion (transparency composited over white, then RGB)."""
+    canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    canvas.alpha_composite(img.convert("RGBA"))
+    return np.asarray(canvas.convert("RGB"))
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "RGB", "L", "P"])
+def test_strips_give_the_whole_image_conversion(mode):
+    """1500x1000 is several strips, with a short last one; every pixel must match."""
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (1000, 1500, 4), dtype=np.uint8)
+    img = Image.fromarray(rgba, "RGBA").convert(mode)
+    arr = decode_image(image_bytes(img))
+    assert arr.shape == (1000, 1500, 3) and arr.flags.writeable and arr.flags.c_contiguous
+    assert np.array_equal(arr, whole_image_rgb(img))
+
+
+def test_an_la_image_costs_the_result_and_the_decoded_pixels_not_four_copies(tmp_path):
+    """A 16-megapixel LA PNG, decoded in a fresh process: the peak RSS grows by about 7 bytes a pixel
+    (Pillow's 4-byte LA pixels, the 3-byte result), not the 13.7 that whole-image conversions took."""
+    path = tmp_path / "la.png"
+    Image.new("LA", (4000, 4000), (90, 128)).save(path)
+    code = (
+        "import resource, sys\n"
+        "from backend.images.decode import decode_image\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "arr = decode_image(data)\n"
+        "assert arr.shape == (4000, 4000, 3) and arr[0, 0].tolist() == [172, 172, 172], arr[0, 0]\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, timeout=120,
+                         text=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    per_pixel = int(out.stdout) / (4000 * 4000)
+    assert per_pixel < 10, f"peak RSS grew by {per_pixel:.1f} bytes per pixel"
