@@ -1,8 +1,9 @@
 """Command line: `python -m backend auto-annotate ...` and `python -m backend worker`.
 
-auto-annotate enqueues a run on RQ and follows it with a progress bar when a job queue Redis is
-set (QUEUE_REDIS_URL, else REDIS_URL; workers do the work), or labels the tasks in this process
-with --local or without Redis. Both refuse a queue Redis that may evict (see backend/autoannotate/runs.py).
+auto-annotate starts a run (one RQ job per task) and follows it with a progress bar when a job
+queue Redis is set (QUEUE_REDIS_URL, else REDIS_URL; workers do the work), or labels the tasks
+in this process with --local or without Redis. Both refuse a queue Redis that may evict (see
+backend/autoannotate/runs.py).
 It exits 1 when any task failed, after listing them.
 """
 from __future__ import annotations
@@ -12,14 +13,16 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from backend.engines.engine import engine_spec
 from backend.errors import BackendError
-from backend.autoannotate.progress import JobProgress
 from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.autoannotate.progress import RunProgress
 
 POLL_S = 1.0
 
@@ -27,7 +30,7 @@ POLL_S = 1.0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="run an RQ worker for auto-annotate jobs (model loaded once)")
+    worker = commands.add_parser("worker", help="run an RQ worker for auto-annotate runs' jobs (model loaded once)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     run = commands.add_parser("auto-annotate", help="pre-label tasks of a project with automatic masks")
     run.add_argument("--project", type=int, required=True)
@@ -56,7 +59,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _follow(progress: JobProgress, run_id: str) -> dict[str, Any]:
+def _follow(progress: RunProgress, run_id: str) -> dict[str, Any]:
     """Poll the run, drawing tasks/s and ETA, until every task is done or failed."""
     with tqdm(desc=f"run {run_id[:8]}", unit="task") as bar:
         while True:
@@ -92,14 +95,19 @@ def _auto_annotate(settings: Settings, args: argparse.Namespace) -> int:
     if args.local or not settings.job_redis_url:
         status = _run_local(settings, args, model_id)
     else:
-        from backend.autoannotate.runs import QueueRedis, queue_redis_errors, start_run
+        from backend.autoannotate.progress import RunProgress
+        from backend.autoannotate.runs import (
+            BATCH_REDIS_TIMEOUT_S,
+            QueueRedis,
+            start_run,
+        )
 
-        connection = QueueRedis(settings).get()
+        queue_redis = QueueRedis(settings, timeout_s=BATCH_REDIS_TIMEOUT_S)
         tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else "all"
-        run_id = start_run(settings, connection, model_id, args.project, tasks, _options(args))
+        run_id = start_run(settings, queue_redis, model_id, args.project, tasks, _options(args))
         print(f"started auto-annotate run {run_id}; workers: python -m backend worker", file=sys.stderr)
-        with queue_redis_errors(settings):
-            status = _follow(JobProgress(connection), run_id)
+        with queue_redis.connection() as connection:
+            status = _follow(RunProgress(connection), run_id)
     print(f"{status['done']} of {status['total']} tasks done, {status['failed']} failed")
     for error in status["errors"]:
         print(f"  task {error['task']}: {error['error']}")
@@ -112,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "worker":
+            from backend.autoannotate.runs import BATCH_REDIS_TIMEOUT_S, QueueRedis
             from backend.autoannotate.worker import run_worker
-            from backend.autoannotate.runs import QueueRedis
 
-            run_worker(QueueRedis(settings).get(), settings.rq_queue, burst=args.burst)
+            run_worker(QueueRedis(settings, timeout_s=BATCH_REDIS_TIMEOUT_S).get(), settings.rq_queue, burst=args.burst)
             return 0
         return _auto_annotate(settings, args)
     except BackendError as exc:

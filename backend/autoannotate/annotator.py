@@ -6,6 +6,7 @@ so the three produce the same regions and the same model_version for the same se
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
@@ -13,43 +14,87 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backend.errors import BadRequest, Unprocessable
+from backend.errors import BackendError, BadRequest, Unprocessable
 from backend.interactive.model import SamBackend
 from backend.labelstudio.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
-from backend.outputs import mask_to_regions
+from backend.outputs import OUTPUT_TAGS, OUTPUT_TYPES, OutputType, mask_to_regions
 from backend.validation import number
+from sam_model.amg import AutomaticMaskGenerator
+from sam_model.amg.generator import MODES as AMG_MODES
 
 log = logging.getLogger(__name__)
 
-OUTPUT_TYPES = ("brush", "polygon", "rectangle")
-MODES = ("masks", "embeddings")
-AMG_MODES = ("fast", "exact")
+LS_ID_MAX = 2**63 - 1  # LS keeps ids in 64-bit database columns
 
-# AMG parameters users may set, with the (type, minimum, maximum) they must satisfy.
-AMG_PARAMETER_BOUNDS: dict[str, tuple[type, float, float]] = {
-    "points_per_side": (int, 1, 128),
-    "points_per_batch": (int, 1, 4096),
-    "pred_iou_thresh": (float, 0.0, 1.0),
-    "stability_score_thresh": (float, 0.0, 1.0),
-    "stability_score_offset": (float, 0.0, 100.0),
-    "box_nms_thresh": (float, 0.0, 1.0),
-    "crop_n_layers": (int, 0, 3),
-    "crop_nms_thresh": (float, 0.0, 1.0),
-    "crop_overlap_ratio": (float, 0.0, 1.0),
-    "crop_n_points_downscale_factor": (int, 1, 8),
-    "min_mask_region_area": (int, 0, 10**8),
+MODES = ("masks", "embeddings")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one user-settable option accepts. parse_options validates with it and the OpenAPI
+    description is generated from it (backend.web.openapi), so the two cannot disagree."""
+
+    kind: type  # int, float or str
+    low: float = 0  # int and float: the bounds, inclusive (validation.number)
+    high: float = 0
+    choices: tuple[str, ...] = ()  # str: the allowed values; empty: any string
+    nullable: bool = False  # null means "decide from the label config"
+    description: str = ""
+
+    def parse(self, name: str, value: Any) -> Any:
+        """The value as the run uses it, or a 400 naming the option."""
+        if value is None and self.nullable:
+            return None
+        if self.kind is not str:
+            return self.kind(number(value, f"option {name!r}", self.low, self.high, whole=self.kind is int))
+        if self.choices and value not in self.choices:
+            raise BadRequest(f"option {name!r}={value!r} is not one of {', '.join(self.choices)}")
+        if not isinstance(value, str):
+            raise BadRequest(f"option {name!r} must be a string, got {type(value).__name__}", self.description)
+        return value
+
+
+# The options of a run itself (AutoAnnotateOptions' fields but `amg`; their defaults are its defaults).
+RUN_OPTIONS: dict[str, Option] = {
+    "mode": Option(str, choices=MODES, description="masks: post predictions; embeddings: only warm the cache"),
+    "output": Option(str, choices=OUTPUT_TYPES, nullable=True,
+                     description="the region type; null: the label config's (as a click's)"),
+    "label": Option(str, nullable=True, description="a label of the output control; null: its first"),
+    "max_masks": Option(int, 1, 10_000, description="the largest masks kept per task"),
+    "min_area": Option(int, 0, 10**9, description="masks smaller than this many pixels are dropped"),
+    "amg_mode": Option(str, choices=AMG_MODES,
+                       description="fast: filters at low resolution first; exact: the reference's algorithm"),
 }
+# AutomaticMaskGenerator's parameters users may set (defaults: the generator's, the reference's).
+AMG_OPTIONS: dict[str, Option] = {
+    "points_per_side": Option(int, 1, 128, description="the point grid is points_per_side squared"),
+    "points_per_batch": Option(int, 1, 4096, description="points decoded at once: memory, not results"),
+    "pred_iou_thresh": Option(float, 0.0, 1.0, description="masks with a lower predicted IoU are dropped"),
+    "stability_score_thresh": Option(float, 0.0, 1.0, description="masks less stable than this are dropped"),
+    "stability_score_offset": Option(float, 0.0, 100.0, description="logit offset of the stability score"),
+    "box_nms_thresh": Option(float, 0.0, 1.0, description="box IoU above which the worse mask is dropped"),
+    "crop_n_layers": Option(int, 0, 3, description="layers of image crops, each encoded again (slow)"),
+    "crop_nms_thresh": Option(float, 0.0, 1.0, description="box NMS between crops"),
+    "crop_overlap_ratio": Option(float, 0.0, 1.0, description="how much neighbouring crops overlap"),
+    "crop_n_points_downscale_factor": Option(int, 1, 8, description="points per side shrink by this per layer"),
+    "min_mask_region_area": Option(int, 0, 10**8, description="holes and islands under this many pixels removed"),
+}
+OPTIONS: dict[str, Option] = {**RUN_OPTIONS, **AMG_OPTIONS}
 
 
 @dataclass(frozen=True)
 class AutoAnnotateOptions:
-    """What one auto-annotate run does to each task; defaults are SAM's reference AMG settings."""
+    """What one auto-annotate run does to each task (RUN_OPTIONS says what each field means).
 
-    mode: str = "masks"  # masks: post predictions | embeddings: only warm the cache
-    output: str | None = None  # brush | polygon | rectangle; None: what the label config has
-    label: str | None = None  # None: the output control's first label
+    `amg` holds only the AMG_OPTIONS that were sent: the generator's defaults (the
+    reference's) fill in the rest, and model_version names only what was chosen.
+    """
+
+    mode: str = "masks"
+    output: OutputType | None = None
+    label: str | None = None
     max_masks: int = 50
-    min_area: int = 0  # pixels; smaller masks are dropped
+    min_area: int = 0
     amg_mode: str = "fast"
     amg: dict[str, Any] = field(default_factory=dict)
 
@@ -63,8 +108,12 @@ class AutoAnnotateOptions:
         return asdict(self)
 
 
-def _check_number(name: str, value: Any, kind: type, low: float, high: float) -> int | float:
-    return kind(number(value, f"option {name!r}", low, high, whole=kind is int))
+def option_defaults() -> dict[str, Any]:
+    """What each option is when not sent: AutoAnnotateOptions' defaults, and the generator's
+    own for AMG parameters (read from its signature, so they are stated once)."""
+    own = {f.name: f.default for f in fields(AutoAnnotateOptions) if f.name in RUN_OPTIONS}
+    generator = inspect.signature(AutomaticMaskGenerator).parameters
+    return {**own, **{name: generator[name].default for name in AMG_OPTIONS}}
 
 
 def parse_options(raw: Any) -> AutoAnnotateOptions:
@@ -73,28 +122,12 @@ def parse_options(raw: Any) -> AutoAnnotateOptions:
         return AutoAnnotateOptions()
     if not isinstance(raw, dict):
         raise BadRequest("'options' must be a JSON object", 'send e.g. {"output": "polygon", "max_masks": 20}')
-    own = {f.name for f in fields(AutoAnnotateOptions)} - {"amg"}
-    unknown = set(raw) - own - set(AMG_PARAMETER_BOUNDS)
+    unknown = set(raw) - set(OPTIONS)
     if unknown:
-        raise BadRequest(f"unknown option(s): {', '.join(sorted(unknown))}",
-                         f"allowed: {', '.join(sorted(own | set(AMG_PARAMETER_BOUNDS)))}")
-    choices = {"mode": MODES, "output": OUTPUT_TYPES, "amg_mode": AMG_MODES}
-    for name, allowed in choices.items():
-        if name in raw and raw[name] is not None and raw[name] not in allowed:
-            raise BadRequest(f"option {name!r}={raw[name]!r} is not one of {', '.join(allowed)}")
-    label = raw.get("label")
-    if label is not None and not isinstance(label, str):
-        raise BadRequest("option 'label' must be a string naming a label of the output control")
-    amg = {name: _check_number(name, raw[name], *AMG_PARAMETER_BOUNDS[name]) for name in AMG_PARAMETER_BOUNDS if name in raw}
-    return AutoAnnotateOptions(
-        mode=raw.get("mode", "masks"),
-        output=raw.get("output"),
-        label=label,
-        max_masks=int(_check_number("max_masks", raw.get("max_masks", 50), int, 1, 10_000)),
-        min_area=int(_check_number("min_area", raw.get("min_area", 0), int, 0, 10**9)),
-        amg_mode=raw.get("amg_mode", "fast"),
-        amg=amg,
-    )
+        raise BadRequest(f"unknown option(s): {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(OPTIONS))}")
+    parsed = {name: OPTIONS[name].parse(name, value) for name, value in raw.items()}
+    amg = {name: parsed.pop(name) for name in AMG_OPTIONS if name in parsed}
+    return AutoAnnotateOptions(**parsed, amg=amg)
 
 
 def options_from_setting(raw: str) -> AutoAnnotateOptions:
@@ -121,7 +154,8 @@ def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[Outpu
             if OUTPUT_TAG_TYPES.get(control.tag) == options.output and control.labels:
                 label = options.label if options.label in control.labels else control.labels[0]
                 return OutputTarget(control.name, image.name, options.output, label), image.value_key
-    wanted = f"<{options.output.capitalize()}Labels> control" if options.output else "BrushLabels, PolygonLabels or RectangleLabels control"
+    *others, last = OUTPUT_TAGS.values()
+    wanted = f"<{OUTPUT_TAGS[options.output]}> control" if options.output else f"{', '.join(others)} or {last} control"
     raise Unprocessable(f"the project's label config has no {wanted} with labels bound to an <Image>",
                         "add one to the labeling config, or choose another 'output'")
 
@@ -153,11 +187,73 @@ def masks_to_prediction(masks: list[dict[str, Any]], target: OutputTarget, optio
     return regions, score
 
 
-def run_spec(project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str,
-             model_id: str) -> dict[str, Any]:
-    """Everything a worker needs to do any task of a run, as JSON."""
-    return {"project": project, "options": options.to_json(), "target": asdict(target), "value_key": value_key,
-            "model_version": options.model_version(model_id)}
+def is_ls_id(value: Any) -> bool:
+    """A Label Studio object id: a positive integer that fits LS's 64-bit database column."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LS_ID_MAX
+
+
+class RunSpecInvalid(BackendError):
+    """A run's stored spec cannot be read (damaged, or written by another version): its tasks fail, not retry."""
+
+    status, code = 500, "run_spec_invalid"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to do any task of a run, checked once when the run starts.
+
+    Stored with the run record in the job queue's Redis as JSON (never pickle) and read back
+    by every job of the run, so `from_json` checks what it reads as strictly as a request.
+    """
+
+    project: int
+    options: AutoAnnotateOptions
+    target: OutputTarget
+    value_key: str  # the task.data key of the image
+    model_version: str  # what the starting backend's model names its predictions: for reading run records
+
+    @classmethod
+    def create(cls, project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str,
+               model_id: str) -> RunSpec:
+        return cls(project, options, target, value_key, options.model_version(model_id))
+
+    def to_json(self) -> str:
+        return json.dumps({"project": self.project, "options": self.options.to_json(), "target": asdict(self.target),
+                           "value_key": self.value_key, "model_version": self.model_version})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RunSpec:
+        """The spec `to_json` wrote; anything else raises RunSpecInvalid saying what is wrong."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise _invalid(f"not JSON ({type(exc).__name__})") from None
+        if not isinstance(data, dict) or set(data) != _SPEC_KEYS:
+            raise _invalid(f"expected an object with keys {', '.join(sorted(_SPEC_KEYS))}")
+        if not is_ls_id(data["project"]):
+            raise _invalid("'project' is not a Label Studio id")
+        options, target = data["options"], data["target"]
+        if not isinstance(options, dict) or not isinstance(options.get("amg"), dict):
+            raise _invalid("'options' is not an options object")
+        try:
+            parsed = parse_options({**{k: v for k, v in options.items() if k != "amg"}, **options["amg"]})
+        except BadRequest as exc:
+            raise _invalid(f"'options': {exc.message}") from None
+        if (not isinstance(target, dict) or set(target) != _TARGET_KEYS
+                or not all(isinstance(v, str) for v in target.values()) or target["output_type"] not in OUTPUT_TYPES):
+            raise _invalid("'target' is not an output control")
+        if not all(isinstance(data[k], str) and data[k] for k in ("value_key", "model_version")):
+            raise _invalid("'value_key' and 'model_version' must be non-empty strings")
+        return cls(data["project"], parsed, OutputTarget(**target), data["value_key"], data["model_version"])
+
+
+_SPEC_KEYS = {f.name for f in fields(RunSpec)}
+_TARGET_KEYS = {f.name for f in fields(OutputTarget)}
+
+
+def _invalid(detail: str) -> RunSpecInvalid:
+    return RunSpecInvalid(f"the auto-annotate run's stored spec is invalid: {detail}",
+                          "start the run again; the backend and its workers must run the same version")
 
 
 class AutoAnnotator:
@@ -173,9 +269,8 @@ class AutoAnnotator:
     def warm(self, task: dict, value_key: str) -> str:
         """Make sure the task image's embedding is cached; returns where it came from."""
         ref = self.backend.images.resolve(task, value_key)
-        timings: dict[str, Any] = {}
-        self.backend.embedding(ref, timings, source="auto-annotate")
-        return timings["cache"]
+        _, spent = self.backend.embedding(ref, "auto-annotate")
+        return spent.cache
 
     def annotate(self, task: dict, target: OutputTarget, value_key: str, options: AutoAnnotateOptions) -> dict:
         """One LS prediction ({"result", "score", "model_version"}) holding the task's AMG regions."""
@@ -187,7 +282,7 @@ class AutoAnnotator:
                                 "run the backend and workers with SAM_ENGINE=sam and a checkpoint")
         ref = self.backend.images.resolve(task, value_key)
         image = self.backend.images.load(ref)
-        embedding = self.backend.embedding(ref, {}, source="auto-annotate", image=image)
+        embedding, _ = self.backend.embedding(ref, "auto-annotate", image=image)
         generator = AutomaticMaskGenerator(engine, output_mode="binary_mask", mode=options.amg_mode, **options.amg)
         masks = generator.generate(image, embedding=embedding)
         height, width = image.shape[:2]
@@ -201,11 +296,12 @@ class PredictAutoAnnotator:
     Up to `max_sync_tasks` tasks are labelled in the request, inside LS's 100 s timeout; a
     bigger batch is handed to RQ workers (its predictions are posted to LS when done) and
     answered at once with empty results. A task that fails gets an empty result; the others
-    still get theirs.
+    still get theirs. Each task labelled here downloads its image on a request thread, so it
+    holds one of the click path's cold slots (backend.interactive.cold_slots) meanwhile.
     """
 
     def __init__(self, annotator: AutoAnnotator, options: AutoAnnotateOptions, max_sync_tasks: int,
-                 start_run: Callable[[dict[str, Any], list[int]], str] | None):
+                 start_run: Callable[[RunSpec, list[int]], str] | None):
         self.annotator = annotator
         self.options = options
         self.max_sync_tasks = max_sync_tasks
@@ -225,7 +321,8 @@ class PredictAutoAnnotator:
         predictions = []
         for task in tasks:
             try:
-                predictions.append(self.annotator.annotate(task, target, value_key, self.options))
+                with self.annotator.backend.cold_slots.slot():
+                    predictions.append(self.annotator.annotate(task, target, value_key, self.options))
             except Exception as exc:  # noqa: BLE001 - one bad task must not fail the batch
                 log.warning("task %s: auto-annotate failed: %s", task.get("id"), getattr(exc, "message", exc))
                 predictions.append(dict(empty))
@@ -239,5 +336,5 @@ class PredictAutoAnnotator:
                         "they get empty predictions (set REDIS_URL and run `python -m backend worker`)",
                         len(tasks), self.max_sync_tasks)
             return
-        run_id = self.start_run(run_spec(project, self.options, target, value_key, model_id), ids)
+        run_id = self.start_run(RunSpec.create(project, self.options, target, value_key, model_id), ids)
         log.info("%d tasks of project %s handed to workers as auto-annotate run %s", len(ids), project, run_id)

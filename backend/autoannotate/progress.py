@@ -2,20 +2,37 @@
 
 Tasks are tracked as set members, not counters: a task redone after a worker died is
 counted once, and a task that failed and then succeeded on retry counts as done.
+
+Run ids are 32 lowercase hex digits (`new_run_id`); any other string names no run. Keys are
+built from run ids, so without that check `<id>:done` would name a real run's set of done
+tasks and be read as a run record (a 500 from Redis' WRONGTYPE).
 """
 from __future__ import annotations
 
-import json
+import re
 import time
+import uuid
 from typing import Any
 
 import redis
 
+from backend.autoannotate.annotator import RunSpec
+
 PREFIX = "sam:aa:"
 ERRORS_SHOWN = 100
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-class JobProgress:
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_run_id(value: str) -> bool:
+    """True for ids `new_run_id` makes; GET /auto-annotate/<anything else> is a 404 without touching Redis."""
+    return RUN_ID.fullmatch(value) is not None
+
+
+class RunProgress:
     """One Redis hash per run plus a set of done tasks and a hash of failed ones."""
 
     def __init__(self, connection: redis.Redis, ttl_s: int = 7 * 24 * 3600):
@@ -23,14 +40,16 @@ class JobProgress:
         self.ttl_s = ttl_s
 
     def _keys(self, run_id: str) -> tuple[str, str, str, str]:
+        if not is_run_id(run_id):
+            raise ValueError(f"not an auto-annotate run id: {run_id[:64]!r}")
         base = PREFIX + run_id
         return base, base + ":done", base + ":failed", base + ":seconds"
 
-    def create(self, run_id: str, project: int, total: int, planning: bool, spec: dict[str, Any]) -> None:
+    def create(self, run_id: str, total: int, planning: bool, spec: RunSpec) -> None:
         meta, *_ = self._keys(run_id)
         self.redis.hset(meta, mapping={
-            "project": project, "total": total, "planning": int(planning),
-            "created_at": time.time(), "spec": json.dumps(spec),
+            "project": spec.project, "total": total, "planning": int(planning),
+            "created_at": time.time(), "spec": spec.to_json(),
         })
         self.redis.expire(meta, self.ttl_s)
 
@@ -60,12 +79,15 @@ class JobProgress:
             pipe.hset(meta, "updated_at", time.time())
             pipe.execute()
 
-    def spec(self, run_id: str) -> dict[str, Any] | None:
+    def spec(self, run_id: str) -> RunSpec | None:
+        """The run's spec, None when the run expired; RunSpecInvalid when what Redis holds is not one."""
         raw = self.redis.hget(self._keys(run_id)[0], "spec")
-        return json.loads(raw) if raw else None
+        return RunSpec.from_json(raw) if raw else None
 
     def status(self, run_id: str) -> dict[str, Any] | None:
-        """The run's state and counts, or None when no such run exists (or it expired)."""
+        """The run's state and counts, or None when no such run exists (or it expired, or `run_id` is no run id)."""
+        if not is_run_id(run_id):
+            return None
         meta_key, done_key, failed_key, timings_key = self._keys(run_id)
         meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(meta_key).items()}
         if not meta:
@@ -83,7 +105,7 @@ class JobProgress:
             state = "running" if done or failed else "queued"
         created = float(meta["created_at"])
         return {
-            "job_id": run_id,
+            "run_id": run_id,
             "state": state,
             "project": int(meta["project"]),
             "total": total,

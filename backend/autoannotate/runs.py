@@ -1,13 +1,14 @@
 """Starting and reading auto-annotate runs: shared by POST /auto-annotate and the CLI.
 
-Jobs and run records live in the job queue's Redis (settings.job_redis_url: QUEUE_REDIS_URL,
-else REDIS_URL), which must never evict: an LRU Redis filled by embeddings would drop queued
-jobs and runs without a trace. It is checked on first use, and its failures become 503s.
+A run is one POST /auto-annotate (or CLI call): many tasks, one run id, one progress record.
+Each task of a run is one RQ job. Jobs and run records live in the job queue's Redis
+(settings.job_redis_url: QUEUE_REDIS_URL, else REDIS_URL), which must never evict: an LRU
+Redis filled by embeddings would drop queued jobs and runs without a trace. It is checked on
+first use, and its failures become 503s.
 """
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,16 +17,20 @@ import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from backend.autoannotate.annotator import output_for, parse_options, run_spec
+from backend.autoannotate.annotator import RunSpec, is_ls_id, output_for, parse_options
+from backend.autoannotate.progress import RunProgress, new_run_id
 from backend.errors import BackendError, BadRequest, Overloaded
-from backend.autoannotate.progress import JobProgress
-from backend.labelstudio.label_config import parse_label_config
 from backend.labelstudio.client import LabelStudioClient
-from backend.wiring import label_studio_client
+from backend.labelstudio.label_config import parse_label_config
 from backend.settings import Settings
+from backend.wiring import label_studio_client
 
-LS_ID_MAX = 2**63 - 1  # LS keeps ids in 64-bit database columns
 RETRY_INTERVALS_S = [2, 10, 30, 60]
+# A request thread waits this long for the queue Redis: a hung Redis (SIGSTOPped, a stalled
+# network) must turn into a quick 503, not hold THREADS request threads and starve /health.
+REQUEST_REDIS_TIMEOUT_S = 2.0
+# Workers and the CLI hold no request thread: they wait longer rather than fail a task.
+BATCH_REDIS_TIMEOUT_S = 10.0
 
 
 def make_queue(connection: redis.Redis, name: str) -> Queue:
@@ -36,11 +41,11 @@ def _retry(retries: int) -> Retry | None:
     return Retry(max=retries, interval=RETRY_INTERVALS_S[:retries]) if retries > 0 else None
 
 
-def enqueue_run(queue: Queue, progress: JobProgress, spec: dict[str, Any], tasks: list[int] | None,
+def enqueue_run(queue: Queue, progress: RunProgress, spec: RunSpec, tasks: list[int] | None,
                 retries: int, timeout_s: int) -> str:
-    """Start a run over `tasks`, or over every task of spec["project"] when `tasks` is None."""
-    run_id = uuid.uuid4().hex
-    progress.create(run_id, spec["project"], total=len(tasks or []), planning=tasks is None, spec=spec)
+    """Start a run over `tasks`, or over every task of spec.project when `tasks` is None; returns the run id."""
+    run_id = new_run_id()
+    progress.create(run_id, total=len(tasks or []), planning=tasks is None, spec=spec)
     if tasks is None:
         queue.enqueue("backend.autoannotate.jobs.plan_project", run_id, job_id=f"{run_id}-plan", retry=_retry(retries),
                       job_timeout=timeout_s, result_ttl=progress.ttl_s, failure_ttl=progress.ttl_s)
@@ -49,8 +54,9 @@ def enqueue_run(queue: Queue, progress: JobProgress, spec: dict[str, Any], tasks
     return run_id
 
 
-def enqueue_tasks(queue: Queue, progress: JobProgress, run_id: str, tasks: Iterable[int], retries: int,
+def enqueue_tasks(queue: Queue, progress: RunProgress, run_id: str, tasks: Iterable[int], retries: int,
                   timeout_s: int) -> int:
+    """One RQ job per task of the run (job id `<run id>-<task id>`); returns how many."""
     jobs = [
         Queue.prepare_data("backend.autoannotate.jobs.run_task", (run_id, int(task_id)), job_id=f"{run_id}-{int(task_id)}",
                            retry=_retry(retries), timeout=timeout_s, result_ttl=progress.ttl_s,
@@ -119,30 +125,44 @@ class QueueRedis:
 
     Not checked at import or start, so a backend without Redis, or whose Redis starts later,
     still serves clicks; a failed check is repeated on the next use, so fixing the Redis
-    needs no restart.
+    needs no restart. Request threads go through `connection()`, which lets at most
+    `waiters` of them wait on this Redis at once: with it hung, the others get a 503 at
+    once instead of queueing in front of /health.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, timeout_s: float = REQUEST_REDIS_TIMEOUT_S):
         self.settings = settings
+        self.timeout_s = timeout_s
+        self.waiters = max(1, settings.threads // 2)
+        self._free = threading.BoundedSemaphore(self.waiters)
         self._client: redis.Redis | None = None
-        self._lock = threading.Lock()
 
     def get(self) -> redis.Redis:
-        with self._lock:
-            if self._client is None:
-                if not self.settings.job_redis_url:
-                    raise Overloaded("auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
-                                     "set QUEUE_REDIS_URL (a noeviction Redis) for the backend and its workers, "
-                                     "and start workers: python -m backend worker")
-                client = redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=10)
-                check_never_evicts(client, self.settings)
-                self._client = client
-            return self._client
+        """The checked client (no lock: two first uses at once merely both check, and one client is kept)."""
+        if self._client is None:
+            if not self.settings.job_redis_url:
+                raise Overloaded("auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
+                                 "set QUEUE_REDIS_URL (a noeviction Redis) for the backend and its workers, "
+                                 "and start workers: python -m backend worker")
+            client = redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=self.timeout_s,
+                                          socket_connect_timeout=self.timeout_s)
+            check_never_evicts(client, self.settings)
+            self._client = client
+        return self._client
 
-
-def is_ls_id(value: Any) -> bool:
-    """A Label Studio object id: a positive integer that fits LS's 64-bit database column."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LS_ID_MAX
+    @contextmanager
+    def connection(self) -> Iterator[redis.Redis]:
+        """The client for one request's Redis calls, its failures as 503s; refused at once when `waiters` wait."""
+        if not self._free.acquire(blocking=False):
+            name = queue_redis_name(self.settings)
+            raise QueueRedisUnavailable(f"{self.waiters} requests of this process are already waiting on the job "
+                                        f"queue's Redis ({name}): it is slow or hung",
+                                        f"retry in a few seconds; if this persists, check the Redis at {name}")
+        try:
+            with queue_redis_errors(self.settings):
+                yield self.get()
+        finally:
+            self._free.release()
 
 
 def parse_task_selection(raw: Any) -> list[int] | None:
@@ -154,36 +174,35 @@ def parse_task_selection(raw: Any) -> list[int] | None:
     return sorted(set(raw))
 
 
-def make_spec(client: LabelStudioClient, model_id: str, project: Any, options: Any) -> dict[str, Any]:
+def make_spec(client: LabelStudioClient, model_id: str, project: Any, options: Any) -> RunSpec:
     """What every task of a run needs, checked once against the project's label config."""
     if not is_ls_id(project):
         raise BadRequest("'project' must be a Label Studio project id (a positive integer)")
     parsed = parse_options(options)
     label_config = client.get(f"/api/projects/{project}/").json().get("label_config", "")
     target, value_key = output_for(parse_label_config(label_config), parsed)
-    return run_spec(project, parsed, target, value_key, model_id)
+    return RunSpec.create(project, parsed, target, value_key, model_id)
 
 
-def start_run(settings: Settings, connection: redis.Redis, model_id: str, project: Any, tasks: Any,
+def start_run(settings: Settings, queue_redis: QueueRedis, model_id: str, project: Any, tasks: Any,
               options: Any) -> str:
-    """Validate the request, then enqueue one job per task (or a planner job for "all")."""
+    """Validate the request, then start a run: one job per task (or a planner job for "all"); returns the run id."""
     selection = parse_task_selection(tasks)
     spec = make_spec(label_studio_client(settings), model_id, project, options)
-    with queue_redis_errors(settings):
-        return enqueue_run(make_queue(connection, settings.rq_queue), JobProgress(connection), spec, selection,
+    with queue_redis.connection() as connection:
+        return enqueue_run(make_queue(connection, settings.rq_queue), RunProgress(connection), spec, selection,
                            settings.job_retries, settings.job_timeout_s)
 
 
-def run_starter(settings: Settings) -> Callable[[dict[str, Any], list[int]], str] | None:
+def run_starter(settings: Settings) -> Callable[[RunSpec, list[int]], str] | None:
     """spec, task ids -> run id on the job queue; None without a queue Redis."""
     if not settings.job_redis_url:
         return None
     queue_redis = QueueRedis(settings)
 
-    def start(spec: dict[str, Any], tasks: list[int]) -> str:
-        connection = queue_redis.get()
-        with queue_redis_errors(settings):
-            return enqueue_run(make_queue(connection, settings.rq_queue), JobProgress(connection), spec, tasks,
+    def start(spec: RunSpec, tasks: list[int]) -> str:
+        with queue_redis.connection() as connection:
+            return enqueue_run(make_queue(connection, settings.rq_queue), RunProgress(connection), spec, tasks,
                                settings.job_retries, settings.job_timeout_s)
 
     return start

@@ -19,13 +19,12 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker, WorkerStatus
 
-from backend.autoannotate.annotator import AutoAnnotateOptions, AutoAnnotator
-from backend.autoannotate.progress import JobProgress
-from backend.labelstudio.label_config import OutputTarget
+from backend.autoannotate.annotator import AutoAnnotator, RunSpec
+from backend.autoannotate.progress import RunProgress
+from backend.autoannotate.runs import BATCH_REDIS_TIMEOUT_S, make_queue
 from backend.labelstudio.client import LabelStudioClient
-from backend.autoannotate.runs import make_queue
-from backend.wiring import build_backend, label_studio_client
 from backend.settings import Settings
+from backend.wiring import build_backend, label_studio_client
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 20  # a dead worker's job is considered abandoned this long after its last beat
@@ -51,11 +50,12 @@ class Runtime:
     @cached_property
     def redis(self) -> redis.Redis:
         """The job queue's Redis (runs, progress, planned jobs); the embedding cache has its own."""
-        return redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=10, health_check_interval=30)
+        return redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=BATCH_REDIS_TIMEOUT_S,
+                                    health_check_interval=30)
 
     @cached_property
-    def progress(self) -> JobProgress:
-        return JobProgress(self.redis)
+    def progress(self) -> RunProgress:
+        return RunProgress(self.redis)
 
     @cached_property
     def annotator(self) -> AutoAnnotator:
@@ -66,14 +66,12 @@ class Runtime:
     def ls(self) -> LabelStudioClient:
         return label_studio_client(self.settings)
 
-    def annotate_task(self, task_id: int, spec: dict[str, Any]) -> dict[str, Any]:
+    def annotate_task(self, task_id: int, spec: RunSpec) -> dict[str, Any]:
         """Do one task of a run: warm its embedding, or post its AMG prediction to LS."""
-        options = AutoAnnotateOptions(**spec["options"])
         task = self.ls.get_task(task_id)
-        if options.mode == "embeddings":
-            return {"cache": self.annotator.warm(task, spec["value_key"])}
-        target = OutputTarget(**spec["target"])
-        prediction = self.annotator.annotate(task, target, spec["value_key"], options)
+        if spec.options.mode == "embeddings":
+            return {"cache": self.annotator.warm(task, spec.value_key)}
+        prediction = self.annotator.annotate(task, spec.target, spec.value_key, spec.options)
         replace_prediction(self.ls, task_id, prediction)
         return {"regions": len(prediction["result"])}
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from backend.errors import BackendError, Overloaded
 from backend.engines.grabcut import GrabCutEngine
+from backend.errors import BackendError, Overloaded
 from backend.settings import Settings
+from sam_model import MODEL_TYPES
 from sam_model.checkpoint import DEVICES, load_sam
 from sam_model.embedding import ImageEmbedding
 from sam_model.predictor import PRECISIONS, DecodeResult, SamPredictor
@@ -29,9 +32,6 @@ from sam_model.registry import OFFICIAL_CHECKPOINTS
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
-# "tiny" is a 2-block test configuration: random weights, accepted so the HTTP tests can run
-# the real SAM code path with a small checkpoint. It is not a model anyone should label with.
-SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 RETRY_AFTER_S = 5  # what 503 Overloaded tells clients to wait
 
 
@@ -67,8 +67,11 @@ def check_engine_choice(settings: Settings) -> None:
         raise EngineUnavailable(f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut")
     if settings.sam_engine == "grabcut":
         return
-    if settings.sam_model not in SAM_MODEL_TYPES:
-        raise EngineUnavailable(f"SAM_MODEL={settings.sam_model!r} is not a SAM model", "set SAM_MODEL to vit_b, vit_l or vit_h")
+    # Every type sam_model can build is accepted, "tiny" too (a random-weight test config that
+    # lets the HTTP tests run the real SAM path); the fix names only the official ones.
+    if settings.sam_model not in MODEL_TYPES:
+        raise EngineUnavailable(f"SAM_MODEL={settings.sam_model!r} is not a SAM model",
+                                f"set SAM_MODEL to one of {', '.join(OFFICIAL_CHECKPOINTS)}")
     for name, value, allowed in (("SAM_DEVICE", settings.sam_device, DEVICES),
                                  ("SAM_PRECISION", settings.sam_precision, ("auto", *PRECISIONS)),
                                  ("SAM_QUANTIZE", settings.sam_quantize, QUANTIZE_MODES)):
@@ -196,7 +199,8 @@ class _oom_as_overloaded:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
             raise Overloaded("the GPU is out of memory", f"retry in {RETRY_AFTER_S} s, or use a smaller SAM_MODEL") from exc

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from backend.errors import BadRequest, Unprocessable
+from backend.outputs import OUTPUT_TAGS, OUTPUT_TYPES, REGION_TYPES, OutputType
 
 # LS matches tag names case-insensitively; we compare lower-cased names.
-OUTPUT_TAG_TYPES = {"brushlabels": "brush", "polygonlabels": "polygon", "rectanglelabels": "rectangle"}
-_PROMPT_TAGS = {"keypointlabels", "rectanglelabels"}
+OUTPUT_TAG_TYPES = {tag: kind for kind, tag in REGION_TYPES.items()}
+# The smart controls whose regions are prompts (context.result[].type of a click).
+PROMPT_TYPES: tuple[str, ...] = ("keypointlabels", REGION_TYPES["rectangle"])
 _FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 MAX_CONFIG_CHARS = 1_000_000
 
@@ -60,7 +62,7 @@ class LabelConfig:
 class OutputTarget:
     from_name: str
     to_name: str
-    output_type: str  # brush | polygon | rectangle
+    output_type: OutputType
     label: str
 
 
@@ -106,7 +108,7 @@ def _parse(xml: str) -> LabelConfig:
             value = (_attr(elem, "value") or "").strip()
             if value.startswith("$"):
                 images[name] = ImageTag(name=name, value_key=value[1:])
-        elif tag in OUTPUT_TAG_TYPES or tag in _PROMPT_TAGS:
+        elif tag in OUTPUT_TAG_TYPES or tag in PROMPT_TYPES:
             to_names = tuple(n.strip() for n in (_attr(elem, "toName") or "").split(",") if n.strip())
             labels = tuple(
                 v for child in elem.iter() if child is not elem and isinstance(child.tag, str)
@@ -127,7 +129,7 @@ def choose_output(config: LabelConfig, to_name: str, prompt_controls: set[str], 
     """
     config.image(to_name)
     bound = config.bound_to(to_name)
-    by_type: dict[str, list[Control]] = {"brush": [], "polygon": [], "rectangle": []}
+    by_type: dict[str, list[Control]] = {kind: [] for kind in OUTPUT_TYPES}
     for control in bound:
         kind = OUTPUT_TAG_TYPES.get(control.tag)
         if kind == "rectangle" and control.name in prompt_controls:
@@ -135,14 +137,15 @@ def choose_output(config: LabelConfig, to_name: str, prompt_controls: set[str], 
         if kind:
             by_type[kind].append(control)
     by_type["rectangle"].sort(key=lambda c: c.smart)
-    for kind in ("brush", "polygon", "rectangle"):
+    for kind in OUTPUT_TYPES:
         for control in by_type[kind]:
             if not control.labels:
                 continue
             chosen = label if label in control.labels else control.labels[0]
             return OutputTarget(from_name=control.name, to_name=to_name, output_type=kind, label=chosen)
+    *others, last = OUTPUT_TAGS.values()
     raise Unprocessable(
-        f"no BrushLabels, PolygonLabels or (non-prompt) RectangleLabels with labels is bound to image {to_name!r}",
+        f"no {', '.join(others)} or (non-prompt) {last} with labels is bound to image {to_name!r}",
         f'add <BrushLabels name="mask" toName="{to_name}"><Label value="..."/></BrushLabels> '
         f'or <PolygonLabels name="polygon" toName="{to_name}">...</PolygonLabels> '
         f"(or a non-prompt <RectangleLabels> for boxes only)",

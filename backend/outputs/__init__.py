@@ -1,7 +1,9 @@
 """Masks -> Label Studio results: brush RLE, polygons, rectangles."""
 from backend.outputs.polygons import Polygon, mask_to_polygons
 from backend.outputs.regions import (
+    OUTPUT_TAGS,
     OUTPUT_TYPES,
+    REGION_TYPES,
     OutputType,
     brush_region,
     mask_to_regions,
@@ -12,7 +14,9 @@ from backend.outputs.regions import (
 from backend.outputs.rle import decode_values, encode_values, mask_to_rle, rle_to_mask
 
 __all__ = [
+    "OUTPUT_TAGS",
     "OUTPUT_TYPES",
+    "REGION_TYPES",
     "OutputType",
     "Polygon",
     "brush_region",

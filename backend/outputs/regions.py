@@ -9,15 +9,20 @@ its own); polygons and rectangles are in percent, so any mask resolution works f
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from backend.outputs.polygons import mask_to_polygons
 from backend.outputs.rle import mask_to_rle
 
+# The one list of output types, in the interactive path's order of preference (brush is
+# exactly what SAM produces, then polygons, rectangles last); everything else derives from it.
 OutputType = Literal["brush", "polygon", "rectangle"]
-OUTPUT_TYPES: tuple[str, ...] = ("brush", "polygon", "rectangle")
+OUTPUT_TYPES: tuple[OutputType, ...] = get_args(OutputType)
+# Each type's LS control tag; its lower-cased name is also the region's "type" and value key.
+OUTPUT_TAGS: dict[str, str] = {kind: f"{kind.capitalize()}Labels" for kind in OUTPUT_TYPES}
+REGION_TYPES: dict[str, str] = {kind: tag.lower() for kind, tag in OUTPUT_TAGS.items()}
 
 
 def region_id() -> str:
@@ -43,8 +48,8 @@ def brush_region(
             f"brush mask shape {mask.shape} is not the original image size "
             f"({original_height}, {original_width}); LS would draw it garbled"
         )
-    value = {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]}
-    return _region("brushlabels", value, from_name, to_name, score, original_width, original_height,
+    value = {"format": "rle", "rle": mask_to_rle(mask), REGION_TYPES["brush"]: [label]}
+    return _region(REGION_TYPES["brush"], value, from_name, to_name, score, original_width, original_height,
                    image_rotation, region_id)
 
 
@@ -63,7 +68,7 @@ def polygon_regions(
 ) -> list[dict]:
     """One polygonlabels region per connected component (holes filled; see polygons.py)."""
     return [
-        _region("polygonlabels", {"points": points, "closed": True, "polygonlabels": [label]},
+        _region(REGION_TYPES["polygon"], {"points": points, "closed": True, REGION_TYPES["polygon"]: [label]},
                 from_name, to_name, score, original_width, original_height, image_rotation, None)
         for points in mask_to_polygons(mask, tolerance_px=tolerance_px, min_area_px=min_area_px)
     ]
@@ -93,9 +98,9 @@ def rectangle_region(
         "width": float(cols[-1] + 1 - cols[0]) * 100.0 / width,
         "height": float(rows[-1] + 1 - rows[0]) * 100.0 / height,
         "rotation": 0,
-        "rectanglelabels": [label],
+        REGION_TYPES["rectangle"]: [label],
     }
-    return _region("rectanglelabels", value, from_name, to_name, score, original_width, original_height,
+    return _region(REGION_TYPES["rectangle"], value, from_name, to_name, score, original_width, original_height,
                    image_rotation, region_id)
 
 

@@ -6,11 +6,20 @@ lists every route, body and error; the reliability tests fuzz the live server ag
 
 Every error body is `{"error": code, "message": cause, "fix"?: what to do}` (backend.errors).
 Serve it with `app.get("/openapi.json")(lambda: jsonify(openapi_spec()))`.
+
+Names, bounds and defaults come from the modules that validate them (auto-annotate options
+from annotator.OPTIONS, output and prompt types, id and size limits), never restated here.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from backend.autoannotate.annotator import LS_ID_MAX, OPTIONS, Option, option_defaults
+from backend.interactive.prompts import MAX_IMAGE_SIDE
+from backend.labelstudio.address import MAX_TOKEN_CHARS, MAX_URL_CHARS
+from backend.labelstudio.label_config import PROMPT_TYPES
+from backend.outputs import REGION_TYPES
 
 _ERROR_STATUSES = {
     "400": "Malformed request: not a JSON object, wrong types, bad prompts or label config",
@@ -47,6 +56,26 @@ def _ok(ref: str, description: str, status: str = "200") -> dict[str, Any]:
 
 
 _COMMON = ("401", "404", "405")
+_LS_ID = {"type": "integer", "minimum": 1, "maximum": LS_ID_MAX}
+_IMAGE_SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_IMAGE_SIDE}
+
+
+def _option_schema(option: Option, default: Any) -> dict[str, Any]:
+    """One auto-annotate option as an OpenAPI 3.0 schema: what Option.parse accepts."""
+    if option.kind is str:
+        schema: dict[str, Any] = {"type": "string", **({"enum": list(option.choices)} if option.choices else {})}
+    else:
+        schema = {"type": "integer" if option.kind is int else "number", "minimum": option.low, "maximum": option.high}
+    if option.nullable:
+        schema["nullable"] = True
+    return {**schema, "default": default, "description": option.description}
+
+
+def _options_schema() -> dict[str, Any]:
+    defaults = option_defaults()
+    return {"type": "object", "additionalProperties": False,
+            "properties": {name: _option_schema(option, defaults[name]) for name, option in OPTIONS.items()}}
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -73,10 +102,10 @@ _SCHEMAS: dict[str, Any] = {
                        "are used only while LABEL_STUDIO_URL is unset, and only together; LABEL_STUDIO_API_KEY "
                        "never goes to hostname.",
         "properties": {"project": _STRING, "schema": _STRING,
-                       "hostname": {"type": "string", "nullable": True, "maxLength": 2048,
+                       "hostname": {"type": "string", "nullable": True, "maxLength": MAX_URL_CHARS,
                                     "description": "LS's base URL: absolute http(s), a host, a port in 1-65535, "
                                                    "no credentials, query or fragment (else 400)"},
-                       "access_token": {"type": "string", "nullable": True, "maxLength": 4096,
+                       "access_token": {"type": "string", "nullable": True, "maxLength": MAX_TOKEN_CHARS,
                                         "description": "visible ASCII; required with hostname when "
                                                        "LABEL_STUDIO_URL is unset (else 400)"},
                        "extra_params": {"nullable": True}},
@@ -94,18 +123,18 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Region": {
         "type": "object",
-        "description": "A smart prompt region: keypointlabels (value.x/y %) or rectanglelabels (x, y, width, height %)",
+        "description": f"A smart prompt region: {PROMPT_TYPES[0]} (value.x/y %) or {PROMPT_TYPES[1]} "
+                       "(x, y, width, height %)",
         "required": ["original_width", "original_height", "value", "to_name", "type"],
         "properties": {
-            "original_width": {"type": "integer", "minimum": 1}, "original_height": {"type": "integer", "minimum": 1},
+            "original_width": _IMAGE_SIDE, "original_height": _IMAGE_SIDE,
             "image_rotation": _NUMBER, "is_positive": {"type": "boolean"},
             "from_name": _STRING, "to_name": _STRING, "id": _STRING,
-            "type": {"type": "string", "enum": ["keypointlabels", "rectanglelabels"]},
+            "type": {"type": "string", "enum": list(PROMPT_TYPES)},
             "value": {"type": "object", "properties": {
                 "x": _NUMBER, "y": _NUMBER, "width": _NUMBER, "height": _NUMBER, "rotation": _NUMBER,
                 "positive": {"type": "boolean"},
-                "keypointlabels": {"type": "array", "items": _STRING},
-                "rectanglelabels": {"type": "array", "items": _STRING}},
+                **{kind: {"type": "array", "items": _STRING} for kind in PROMPT_TYPES}},
                 "additionalProperties": True},
         },
         "additionalProperties": True,
@@ -130,7 +159,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["result", "score", "model_version"],
         "properties": {"result": {"type": "array", "items": {"type": "object"},
-                                  "description": "LS regions: brushlabels (RLE), polygonlabels or rectanglelabels"},
+                                  "description": f"LS regions: {', '.join(REGION_TYPES.values())}"},
                        "score": _NUMBER, "model_version": _STRING},
     },
     "PredictResult": {
@@ -150,37 +179,20 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["project"],
         "properties": {
-            "project": {"type": "integer", "minimum": 1},
-            "tasks": {"oneOf": [{"type": "string", "enum": ["all"]},
-                                {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}}],
+            "project": _LS_ID,
+            "tasks": {"oneOf": [{"type": "string", "enum": ["all"]}, {"type": "array", "minItems": 1, "items": _LS_ID}],
                       "default": "all"},
-            "options": {"type": "object", "additionalProperties": False, "properties": {
-                "mode": {"type": "string", "enum": ["masks", "embeddings"]},
-                "output": {"type": "string", "enum": ["brush", "polygon", "rectangle"], "nullable": True},
-                "label": {"type": "string", "nullable": True},
-                "max_masks": {"type": "integer", "minimum": 1, "maximum": 10000},
-                "min_area": {"type": "integer", "minimum": 0},
-                "amg_mode": {"type": "string", "enum": ["fast", "exact"]},
-                "points_per_side": {"type": "integer", "minimum": 1, "maximum": 128},
-                "points_per_batch": {"type": "integer", "minimum": 1, "maximum": 4096},
-                "pred_iou_thresh": {"type": "number", "minimum": 0, "maximum": 1},
-                "stability_score_thresh": {"type": "number", "minimum": 0, "maximum": 1},
-                "stability_score_offset": {"type": "number", "minimum": 0, "maximum": 100},
-                "box_nms_thresh": {"type": "number", "minimum": 0, "maximum": 1},
-                "crop_n_layers": {"type": "integer", "minimum": 0, "maximum": 3},
-                "crop_nms_thresh": {"type": "number", "minimum": 0, "maximum": 1},
-                "crop_overlap_ratio": {"type": "number", "minimum": 0, "maximum": 1},
-                "crop_n_points_downscale_factor": {"type": "integer", "minimum": 1, "maximum": 8},
-                "min_mask_region_area": {"type": "integer", "minimum": 0}}},
+            "options": _options_schema(),
         },
     },
-    "AutoAnnotateStarted": {"type": "object", "required": ["job_id", "status_url"],
-                            "properties": {"job_id": _STRING, "status_url": _STRING}},
+    "AutoAnnotateStarted": {"type": "object", "required": ["run_id", "status_url"],
+                            "properties": {"run_id": _STRING, "status_url": _STRING,
+                                           "job_id": {**_STRING, "deprecated": True}}},
     "AutoAnnotateStatus": {
         "type": "object",
-        "required": ["job_id", "state", "project", "total", "done", "failed", "errors"],
+        "required": ["run_id", "state", "project", "total", "done", "failed", "errors"],
         "properties": {
-            "job_id": _STRING,
+            "run_id": _STRING,
             "state": {"type": "string", "enum": ["queued", "running", "finished", "finished_with_errors", "failed"]},
             "project": {"type": "integer"}, "total": {"type": "integer"}, "done": {"type": "integer"},
             "failed": {"type": "integer"}, "planning": {"type": "boolean"},
@@ -230,9 +242,9 @@ OPENAPI: dict[str, Any] = {
             "requestBody": _json_body("AutoAnnotateRequest"),
             "responses": {**_ok("AutoAnnotateStarted", "run queued", "202"),
                           **_errors("400", "413", "422", "424", "503", *_COMMON)}}},
-        "/auto-annotate/{job_id}": {"get": {
+        "/auto-annotate/{run_id}": {"get": {
             "summary": "Progress of a run: counts, state, and every failed task with its reason",
-            "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {**_ok("AutoAnnotateStatus", "the run's state"), **_errors("503", *_COMMON)}}},
     },
 }

@@ -22,8 +22,20 @@ import pytest
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
-from tests.integration.conftest import BRUSH_CONFIG, POLYGON_CONFIG, REPO, backend_env, sam_env
-from tests.integration.support import IMAGES, assert_valid_polygon_region, brush_mask, image_bytes, polygon_mask
+from tests.integration.conftest import (
+    BRUSH_CONFIG,
+    POLYGON_CONFIG,
+    REPO,
+    backend_env,
+    sam_env,
+)
+from tests.integration.support import (
+    IMAGES,
+    assert_valid_polygon_region,
+    brush_mask,
+    image_bytes,
+    polygon_mask,
+)
 from tests.torch_threads import torch_threads
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
@@ -47,14 +59,14 @@ def make_project(ls, title: str, config: str) -> dict:
     return {"project": project, "good": good, "broken": broken, "names": names}
 
 
-def wait_finished(backend, job_id: str, timeout_s: float = 300) -> dict:
+def wait_finished(backend, run_id: str, timeout_s: float = 300) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
-        status = backend.get(f"/auto-annotate/{job_id}").json()
+        status = backend.get(f"/auto-annotate/{run_id}").json()
         if status["state"] not in ("queued", "running") and not status["planning"]:
             return status
         if time.monotonic() > deadline:
-            raise AssertionError(f"auto-annotate run {job_id} not finished after {timeout_s} s: {status}")
+            raise AssertionError(f"auto-annotate run {run_id} not finished after {timeout_s} s: {status}")
         time.sleep(0.5)
 
 
@@ -150,8 +162,7 @@ def test_http_run_over_a_polygon_project_stores_valid_polygons(label_studio, sam
         "/auto-annotate", {"project": p["project"], "tasks": "all", "options": {"output": "polygon", **AMG_OPTIONS}}
     )
     assert started.status_code == 202, started.text
-    job_id = started.json()["job_id"]
-    status = wait_finished(sam_backend, job_id)
+    status = wait_finished(sam_backend, started.json()["run_id"])
     assert (status["state"], status["total"], status["done"], status["failed"]) == ("finished_with_errors", 4, 3, 1)
     assert [e["task"] for e in status["errors"]] == [p["broken"]]
 
@@ -171,7 +182,7 @@ def test_http_run_over_a_polygon_project_stores_valid_polygons(label_studio, sam
         sam_backend,
         sam_backend.post(
             "/auto-annotate", {"project": p["project"], "tasks": "all", "options": {"output": "polygon", **AMG_OPTIONS}}
-        ).json()["job_id"],
+        ).json()["run_id"],
     )
     assert status["done"] == 3
     assert [len(ours(ls, t, model_prefix)) for t in p["good"]] == [1, 1, 1]

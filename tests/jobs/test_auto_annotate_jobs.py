@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.web.app import create_app
 from backend.settings import Settings
+from backend.web.app import create_app
 from tests.http.conftest import LS_TOKEN, png, scene
 from tests.reliability.fake_ls import FakeLabelStudioAPI
 
@@ -96,7 +96,7 @@ def client(env):
 def start_run(client, tasks="all", **options) -> str:
     response = client.post("/auto-annotate", json={"project": 1, "tasks": tasks, "options": {**OPTIONS, **options}})
     assert response.status_code == 202, response.get_json()
-    return response.get_json()["job_id"]
+    return response.get_json()["run_id"]
 
 
 def wait_finished(client, run_id: str, workers: Workers, timeout: float = 180) -> dict:

@@ -15,8 +15,8 @@ import time
 import pytest
 import redis
 
-from backend.web.app import create_app
 from backend.settings import Settings
+from backend.web.app import create_app
 from tests.http.conftest import LS_TOKEN, png, scene
 from tests.jobs.test_auto_annotate_jobs import CONFIG, ROOT, Workers
 from tests.redis_server import RedisServer
@@ -109,7 +109,7 @@ def test_a_run_completes_while_embeddings_overflow_the_cache_redis(ls, cache_red
     try:
         response = start(client)
         assert response.status_code == 202, response.get_json()
-        run_id = response.get_json()["job_id"]
+        run_id = response.get_json()["run_id"]
         filler.start()
         workers.start()
         deadline = time.monotonic() + 240
@@ -161,7 +161,7 @@ def test_a_full_or_stopped_queue_redis_answers_503_with_retry_after(ls, queue_re
         client = client_for(env)
         first = start(client, tasks=[1, 2])
         assert first.status_code == 202, first.get_json()
-        run_id = first.get_json()["job_id"]
+        run_id = first.get_json()["run_id"]
 
         make_full(small)
         assert_503_json(start(client), "queue_unavailable", "QUEUE_REDIS_URL", "full", "maxmemory")

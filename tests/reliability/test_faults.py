@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -217,11 +219,11 @@ def run_to_end(server: Backend, worker: RQWorker, tasks: list[int]) -> dict:
                                              "options": {"points_per_side": 4, "pred_iou_thresh": 0,
                                                          "stability_score_thresh": 0}})
     assert started.status_code == 202, started.text
-    job = started.json()["job_id"]
+    run_id = started.json()["run_id"]
 
     def finished() -> dict | None:
         assert worker.proc.poll() is None, worker.log()[-3000:]
-        status = server.get(f"/auto-annotate/{job}").json()
+        status = server.get(f"/auto-annotate/{run_id}").json()
         return status if status["state"] not in ("queued", "running") and not status["planning"] else None
 
     return until(finished, attempts=600, pause_s=0.25)
@@ -263,3 +265,47 @@ def test_ls_back_before_the_retry_gets_every_prediction_posted_once(sam_deployme
     assert status["state"] == "finished" and (status["done"], status["failed"]) == (2, 0), status
     posted = sorted(p["task"] for p in fake_ls.predictions.values())
     assert posted == [1, 2], fake_ls.predictions
+
+
+# ---- the job queue's Redis hung (SIGSTOP) while clients poll and start runs -------------------------
+
+HUNG_POLLS = 24
+
+
+def timed(call: Callable[..., requests.Response], *args: Any, **kwargs: Any) -> tuple[float, requests.Response]:
+    started = time.monotonic()
+    response = call(*args, **kwargs)
+    return time.monotonic() - started, response
+
+
+def assert_quick_503(seconds: float, response: requests.Response) -> None:
+    assert response.status_code == 503 and response.headers.get("Retry-After"), response.text
+    assert response.json()["error"] == "queue_unavailable" and response.json()["fix"], response.text
+    assert seconds < 6.0, f"{seconds:.1f} s: the request thread waited on the hung Redis too long"
+
+
+def test_a_hung_queue_redis_gives_quick_503s_and_never_starves_health(start_backend, fake_ls, redis_server):
+    """A stopped Redis accepts connections and never answers: each request waiting on it held a thread for
+    the socket timeout (10 s), and 24 run polls held all THREADS=8, so /health timed out. Now a request
+    waits at most ~2 s, at most THREADS/2 wait at once (the others get their 503 at once), and /health
+    answers meanwhile."""
+    server = start_backend(backend_env(fake_ls, redis_server.url))
+    run_id = uuid.uuid4().hex
+    assert server.get(f"/auto-annotate/{run_id}").status_code == 404  # the queue Redis is connected and checked
+    pid = int(redis_server.client().info("server")["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(HUNG_POLLS) as pool:
+            polls = [pool.submit(timed, server.get, f"/auto-annotate/{run_id}") for _ in range(HUNG_POLLS)]
+            time.sleep(0.5)  # the polls are in, holding every request thread they can
+            health_s, health = timed(requests.get, server.url + "/health", timeout=15)
+            answers = [poll.result() for poll in polls]
+        # A start after the polls: its run record write is what waits on the hung Redis now.
+        answers.append(timed(server.post, "/auto-annotate", {"project": 1, "tasks": [1]}))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert health.status_code == 200 and health_s < 2.0, f"/health took {health_s:.1f} s"
+    for seconds, response in answers:
+        assert_quick_503(seconds, response)
+    assert any("unreachable" in r.json()["message"] for _, r in answers), "some request did wait for Redis"
+    assert server.get(f"/auto-annotate/{run_id}").status_code == 404, "Redis back: answered again"

@@ -18,6 +18,7 @@ other than data: / cloud (which go through the fake LS) are rewritten to an LS p
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -219,7 +220,7 @@ def test_description_covers_every_route_the_app_serves():
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.rule == "/openapi.json":
             continue
-        path = rule.rule.replace("<run_id>", "{job_id}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         assert path in described, f"{rule.rule} is served but not in backend/web/openapi.py"
         methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
         assert methods <= set(described[path]), f"{rule.rule}: {methods} vs {set(described[path])}"
