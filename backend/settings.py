@@ -62,7 +62,7 @@ class Settings:
     log_level: str = "INFO"
     port: int = 9090
     workers: int = 1
-    threads: int = 8
+    threads: int = 16  # waiting threads are cheap: the encoder and decoder are serialised anyway
     cpu_memory_keep_mb: int = 256  # freed memory kept for reuse (glibc); 0 = allocator defaults
     # Auto-annotate
     auto_annotate_on_predict: bool = False

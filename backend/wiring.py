@@ -12,6 +12,7 @@ from backend.cache.logits import LogitsStore
 from backend.engines.engine import Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BadRequest
 from backend.images.source import LabelStudioImages
+from backend.interactive.cold_slots import cold_slots_for
 from backend.interactive.model import Limits, SamBackend
 from backend.labelstudio.client import LabelStudioClient
 from backend.metrics import Metrics
@@ -36,7 +37,8 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
     logits = LogitsStore(LOGITS_LOCAL_BYTES, settings.redis_url, ttl_s=settings.logits_ttl_s,
                          on_reject=metrics.cache_rejected.labels(kind="logits").inc)
     images = LabelStudioImages(settings)
-    limits = Limits(settings.max_prompt_points, settings.max_prompt_boxes, settings.max_tasks_per_request)
+    limits = Limits(settings.max_prompt_points, settings.max_prompt_boxes, settings.max_tasks_per_request,
+                    cold_clicks=cold_slots_for(settings.threads))
     backend = SamBackend(
         serving, cache, logits, images, mask_to_regions, metrics, limits,
         warm_queue_size=settings.warm_queue_size, warm_on_predict=settings.warm_on_predict,

@@ -68,6 +68,21 @@ class SamPredictor:
     Binds to the model's device at construction: move the model first, then wrap it.
     Clicks without `mask_input` reuse the decoder's prompt-independent work on an embedding
     (~14 MiB each) for the `context_cache_size` most recently used embedding objects.
+
+    Parameters:
+
+    - `sam`: the model (`build_sam` / `load_sam`), in eval mode and on the device to run on;
+      never modified.
+    - `model_id`: names the weights; stamped on every embedding `encode` makes, and `decode`
+      and `check_embedding` refuse embeddings stamped with another (a cache shared by
+      several models cannot hand one model's features to another).
+    - `precision` ("fp32"): "fp32", "bf16" or "fp16"; the encoder and decoder run under
+      `torch.autocast` with that dtype (not for fp32). Features and results are float32
+      whatever it is.
+    - `compile` (False): wrap the image encoder in `torch.compile`: the first `encode` (and
+      each new input shape) pays the compilation.
+    - `context_cache_size` (4): how many embeddings' prompt-independent decoder work is
+      kept, least recently used dropped first; 0 keeps none (each decode prepares it again).
     """
 
     def __init__(
@@ -103,7 +118,12 @@ class SamPredictor:
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """HxWx3 uint8 RGB image -> its embedding (features 1x256x64x64 float32)."""
+        """HxWx3 uint8 RGB image -> its embedding (features 1x256x64x64 float32).
+
+        `image`: at its original size, as the prompts' coordinates will refer to it; it is
+        resized so its longer side is the encoder's input size, normalised and padded here.
+        ValueError for another dtype or shape.
+        """
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
             raise ValueError("image must be a numpy uint8 array")
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
@@ -126,7 +146,24 @@ class SamPredictor:
         multimask: bool = True,
         best_only: bool = False,
     ) -> DecodeResult:
-        """Prompts in original-image pixels -> masks; `best_only` keeps (and upscales) one."""
+        """Prompts in original-image pixels -> masks; `best_only` keeps (and upscales) one.
+
+        - `embedding`: what `encode` returned for the image (or its `ImageEmbedding.from_bytes`
+          copy); vetted by `check_embedding`.
+        - `point_coords` (N, 2) float, x then y in pixels of the original image, and
+          `point_labels` (N,) 1 (foreground) or 0 (background): given together or not at all.
+        - `box` (4,) or (1, 4): x0, y0, x1, y1 in pixels of the original image.
+        - `mask_input` (1, 256, 256) float: low-res logits of an earlier decode
+          (`DecodeResult.low_res_logits[:1]`) to refine; without it the decoder's per-image
+          work is reused from the context cache.
+        - `multimask` (True): three candidate masks (a lone point is ambiguous: part, object
+          or group); False: one mask, SAM's choice for several points or a box.
+        - `best_only` (False): keep only the candidate with the highest predicted IoU, so
+          only that one is upscaled to the original size (K = 1).
+
+        At least one of points, box or mask_input is needed; ValueError for a missing or
+        malformed prompt.
+        """
         self.check_embedding(embedding)
         original, input_size = embedding.original_size, embedding.input_size
         points = self._points(point_coords, point_labels, original, input_size)
@@ -159,7 +196,11 @@ class SamPredictor:
         return DecodeResult(bool_masks, iou.cpu().numpy(), low_res.cpu().numpy())
 
     def check_embedding(self, embedding: ImageEmbedding) -> None:
-        """ValueError unless `embedding` is one this predictor could have made (caches vet stored ones)."""
+        """ValueError unless `embedding` is one this predictor could have made (caches vet stored ones).
+
+        `embedding`: checked for this predictor's `model_id`, float features of the model's
+        shape, and an input size that follows from its original size.
+        """
         if not isinstance(embedding, ImageEmbedding):
             raise ValueError("embedding must be an ImageEmbedding")
         if embedding.model_id != self.model_id:

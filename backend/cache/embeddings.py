@@ -86,6 +86,11 @@ class EmbeddingCache:
             return hit, "local"
         return self._flight.do(key, lambda: self._load_or_compute(key, compute))
 
+    def get_local(self, key: str) -> ImageEmbedding | None:
+        """The embedding if this process holds it, else None: never waits on Redis or on a computation,
+        so callers can tell a hit from the cold path before they commit a bounded resource to it."""
+        return self._local.get(key)
+
     def peek(self, key: str) -> ImageEmbedding | None:
         """The cached embedding (local, else Redis, then kept locally), or None; never computes."""
         hit = self._local.get(key)

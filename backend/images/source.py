@@ -1,5 +1,6 @@
 """Task images as the serving process sees them: LS credentials from the settings or /setup,
-the fetcher built for them, and a bound on concurrent downloads.
+and the fetcher built for them. (How many request threads may wait on image hosts is bounded
+where a click's whole cold path is: backend.interactive.cold_slots.)
 
 backend.labelstudio.address's rules: LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL;
 a /setup hostname (used only while LABEL_STUDIO_URL is unset) only with the access_token that
@@ -13,7 +14,6 @@ import numpy as np
 
 from backend.errors import ImageFetchError
 from backend.images import ImageFetcher, ImageRef, load_image, resolve_image_ref
-from backend.images.download_slots import DownloadSlots, download_slots_for
 from backend.labelstudio.address import SetupInfo, SetupStore, parse_setup
 from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient
 from backend.settings import Settings
@@ -32,7 +32,6 @@ class LabelStudioImages:
         self._identity: SetupInfo | None = None
         self._base_url = ""
         self._fetcher = self._build("", "")
-        self._downloads = DownloadSlots(download_slots_for(settings.threads))
 
     def configure(self, body: dict) -> None:
         """/setup: a bad body is a 400 before anything is kept, so it cannot break later clicks."""
@@ -57,7 +56,8 @@ class LabelStudioImages:
             base, token = hostname, access_token
         client = None
         if base:
-            client = LabelStudioClient(base, api_key=token, timeout=s.fetch_timeout_s)
+            client = LabelStudioClient(base, api_key=token, timeout=s.fetch_timeout_s,
+                                       from_setup=not s.label_studio_url)
         self._base_url = base
         return ImageFetcher(client, local_files_root=s.local_files_document_root, max_image_bytes=s.max_image_bytes,
                             allow_private_image_urls=s.allow_private_image_urls, timeout=s.fetch_timeout_s,
@@ -92,18 +92,20 @@ class LabelStudioImages:
             fix += ", or connect the model in LS (project Settings -> Model), which sends /setup"
         return ImageFetchError(f"{exc.message}: LABEL_STUDIO_URL is not set and {why}", fix, code=exc.code)
 
-    def load(self, ref: ImageRef) -> np.ndarray:
+    def load(self, ref: ImageRef, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+        """HxWx3 uint8 RGB. `expected_size`: (width, height) as LS shows the image (a click knows it);
+        a file of another size is refused from its header, before its pixels are decoded."""
         _, fetcher = self._current()
-        with self._downloads.slot():  # slow image hosts must leave threads for /health and cached clicks
-            try:
-                return load_image(ref, fetcher, max_image_pixels=self._settings.max_image_pixels)
-            except ImageFetchError as exc:  # a cloud URI needs LS's presign endpoint, hence its address
-                raise self._explained(exc) from None
-            except LabelStudioAuthError as exc:
-                if self._settings.label_studio_url:
-                    raise
-                raise LabelStudioAuthError(
-                    f"{exc.message}; the token was the access_token LS sent in /setup",
-                    "Set LABEL_STUDIO_URL together with LABEL_STUDIO_API_KEY (the key is only ever sent to "
-                    "LABEL_STUDIO_URL), or check that legacy tokens are enabled for the organization in LS",
-                ) from None
+        try:
+            return load_image(ref, fetcher, max_image_pixels=self._settings.max_image_pixels,
+                              expected_size=expected_size)
+        except ImageFetchError as exc:  # a cloud URI needs LS's presign endpoint, hence its address
+            raise self._explained(exc) from None
+        except LabelStudioAuthError as exc:
+            if self._settings.label_studio_url:
+                raise
+            raise LabelStudioAuthError(
+                f"{exc.message}; the token was the access_token LS sent in /setup",
+                "Set LABEL_STUDIO_URL together with LABEL_STUDIO_API_KEY (the key is only ever sent to "
+                "LABEL_STUDIO_URL), or check that legacy tokens are enabled for the organization in LS",
+            ) from None

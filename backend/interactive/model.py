@@ -1,6 +1,7 @@
-"""The Label Studio ML backend model: `predict(tasks, context, **kw)` and `fit(event, data, **kw)`.
+"""The Label Studio ML backend model: `predict(tasks, context, label_config=)` and `fit(event, data)`.
 
-The shape is label-studio-ml's, spoken without it. `predict` has two paths:
+The protocol is label-studio-ml's, without its `**kwargs`: the one caller (backend.web) names
+what it passes, and `predict` returns the results with the click's timings. Two paths:
 - interactive (`context.result` holds the annotator's smart regions): prompt -> cached image
   embedding -> decoder -> brush/polygon/rectangle regions, for `tasks[0]` only (LS sends one);
 - no context (a task was opened, or "Retrieve predictions"): queue warm-up of the embeddings
@@ -12,18 +13,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from backend.engines.engine import ServingEngine
-from backend.errors import BackendError, BadRequest, Unprocessable
-from backend.labelstudio.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
+from backend.cache.embeddings import Source
 from backend.cache.logits import prompt_signature
-from backend.metrics import Metrics
+from backend.engines.engine import ServingEngine
+from backend.errors import BackendError, BadRequest
+from backend.images.decode import size_mismatch
+from backend.images.refs import ImageRef
+from backend.interactive.cold_slots import ColdSlots
 from backend.interactive.prompts import Prompt, PromptSet, parse_context
 from backend.interactive.warmup import WarmupQueue
+from backend.labelstudio.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
+from backend.metrics import Metrics
+from backend.outputs import OutputType
 from sam_model.embedding import ImageEmbedding
 
 log = logging.getLogger(__name__)
@@ -38,13 +45,18 @@ log = logging.getLogger(__name__)
 class ImageSource(Protocol):
     """Where task images come from (backend.images + backend.labelstudio.client behind it)."""
 
-    def resolve(self, task: dict, value_key: str) -> Any: ...  # an ImageRef with a stable `.cache_key`
+    def resolve(self, task: dict, value_key: str) -> ImageRef: ...
 
-    def load(self, ref: Any) -> np.ndarray: ...  # HxWx3 uint8 RGB
+    def load(self, ref: ImageRef, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+        """HxWx3 uint8 RGB; with `expected_size` (width, height as LS shows the image) a file of
+        another size is refused from its header, before its pixels cost memory."""
+        ...
 
 
 class EmbeddingStore(Protocol):
-    def get_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, str]: ...
+    def get_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, Source]: ...
+
+    def get_local(self, key: str) -> ImageEmbedding | None: ...
 
     def contains(self, key: str) -> bool: ...
 
@@ -63,7 +75,12 @@ class BatchAnnotator(Protocol):
     def __call__(self, tasks: list[dict], config: LabelConfig) -> list[dict]: ...
 
 
-RegionBuilder = Callable[..., list[dict]]  # backend.outputs.mask_to_regions
+class RegionBuilder(Protocol):
+    """One mask -> LS result dicts: backend.outputs.mask_to_regions."""
+
+    def __call__(self, mask: np.ndarray, output_type: OutputType, *, from_name: str, to_name: str, label: str,
+                 score: float, original_width: int, original_height: int, image_rotation: float = 0,
+                 tolerance_px: float = 1.0, min_area_px: float = 16) -> list[dict]: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,39 @@ class Limits:
     max_prompt_points: int = 64
     max_prompt_boxes: int = 16
     max_tasks_per_request: int = 1000
+    cold_clicks: int = 6  # request threads that may work on uncached images at once; the wiring sets cold_slots_for(THREADS)
+
+
+@dataclass(frozen=True)
+class EmbeddingTimings:
+    """Where an embedding came from; seconds spent fetching and encoding when this caller computed it."""
+
+    cache: Source
+    fetch: float | None = None
+    encode: float | None = None
+
+
+@dataclass(frozen=True)
+class ClickTimings:
+    """One click's time, for its request log line (/metrics observes the same figures where they arise)."""
+
+    embedding: EmbeddingTimings
+    decode: float
+    output: float
+
+    def log_fields(self) -> dict[str, float | str]:
+        """`fetch encode cache decode output`, the first two only when this click computed the embedding."""
+        measured = {"fetch": self.embedding.fetch, "encode": self.embedding.encode}
+        return {**{k: v for k, v in measured.items() if v is not None}, "cache": self.embedding.cache,
+                "decode": self.decode, "output": self.output}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What /predict answers (one entry per task) and, for a click, where its time went."""
+
+    results: Sequence[dict | list]
+    timings: ClickTimings | None = None
 
 
 class SamBackend:
@@ -88,9 +138,10 @@ class SamBackend:
         self.limits = limits
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
+        self.cold_slots = ColdSlots(limits.cold_clicks)
         # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
         self.batch_annotator: BatchAnnotator | None = None
-        self.warmup: WarmupQueue[Any] = WarmupQueue(
+        self.warmup: WarmupQueue[ImageRef] = WarmupQueue(
             self._warm, warm_queue_size,
             on_drop=metrics.warmup_dropped.inc,
             on_done=lambda ok: metrics.warmup_done.labels(ok=str(ok).lower()).inc(),
@@ -107,25 +158,25 @@ class SamBackend:
 
     # ---- protocol ---------------------------------------------------------------------------
 
-    def predict(self, tasks: list[dict], context: dict | None = None, **kwargs: Any) -> list[dict | list]:
-        """One entry per task: a prediction, or `[]` for none (a warm-up). `label_config` and optional
-        `timings` (filled in) come as kwargs."""
+    def predict(self, tasks: list[dict], context: dict | None = None, *, label_config: str | None = None) -> Answer:
+        """One entry per task: a prediction, or `[]` for none (a warm-up). The arguments come from
+        the request body as they are: checked here."""
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise BadRequest("tasks must be a non-empty list of task objects")
         if len(tasks) > self.limits.max_tasks_per_request:
             raise BadRequest(f"{len(tasks)} tasks exceed MAX_TASKS_PER_REQUEST={self.limits.max_tasks_per_request}",
                              "send fewer tasks per request")
-        config = parse_label_config(kwargs.get("label_config"))
-        timings: dict[str, Any] = kwargs.get("timings", {})
+        config = parse_label_config(label_config)
         if context:
             if not isinstance(tasks[0].get("data"), dict):
                 raise BadRequest("tasks[0].data must be an object holding the image URL")
-            return [self.predict_interactive(tasks[0], context, config, timings)]
+            prediction, timings = self.predict_interactive(tasks[0], context, config)
+            return Answer([prediction], timings)
         if self.batch_annotator is not None:
-            return self.batch_annotator(tasks, config)
-        return [self._guarded(task, config) for task in tasks]
+            return Answer(self.batch_annotator(tasks, config))
+        return Answer([self._guarded(task, config) for task in tasks])
 
-    def fit(self, event: str, data: dict, **kwargs: Any) -> dict:
+    def fit(self, event: str, data: dict) -> dict:
         """SAM is prompted, not trained: acknowledge LS's events so its UI stays happy."""
         return {"status": "ok", "message": f"{event or 'event'} received; SAM is not trained from annotations"}
 
@@ -153,50 +204,65 @@ class SamBackend:
             return self.predict_without_prompt(task, config)
         except BackendError as exc:
             log.warning("task %s: %s", task.get("id"), exc.message)
-        except Exception:  # noqa: BLE001 - best-effort side work must not fail the batch
+        except Exception:  # best-effort side work must not fail the batch
             log.exception("task %s: warm-up could not be queued", task.get("id"))
         return []
 
-    def _warm(self, ref: Any) -> None:
-        _, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, {}))
-        self.metrics.cache.labels(level=level, source="warmup").inc()
+    def _warm(self, ref: ImageRef) -> None:
+        self.embedding(ref, "warmup")  # the warm-up thread is no request thread: no cold slot
 
     # ---- interactive path ---------------------------------------------------------------------
 
-    def predict_interactive(self, task: dict, context: dict, config: LabelConfig, timings: dict[str, Any]) -> dict:
+    def predict_interactive(self, task: dict, context: dict, config: LabelConfig) -> tuple[dict, ClickTimings]:
         prompts = parse_context(context, self.limits.max_prompt_points, self.limits.max_prompt_boxes)
         target = choose_output(config, prompts.to_name, set(prompts.prompt_controls), prompts.label)
         ref = self.images.resolve(task, config.image(prompts.to_name).value_key)
-        embedding = self.embedding(ref, timings, source="click")
+        embedding, spent = self._click_embedding(ref, (prompts.original_width, prompts.original_height))
         _check_size(embedding, prompts)
 
         started = time.perf_counter()
         masks, scores = self._decode(embedding, prompts, self._cache_key(ref))
-        timings["decode"] = time.perf_counter() - started
-
-        started = time.perf_counter()
+        decoded = time.perf_counter()
         regions = [region for mask, score in zip(masks, scores) for region in self._regions(mask, score, target, prompts)]
-        timings["output"] = time.perf_counter() - started
-        return self._prediction(regions, float(np.mean(scores)) if len(scores) else 0.0)
+        timings = ClickTimings(spent, decode=decoded - started, output=time.perf_counter() - decoded)
+        return self._prediction(regions, float(np.mean(scores)) if len(scores) else 0.0), timings
 
-    def embedding(self, ref: Any, timings: dict[str, Any], source: str, image: np.ndarray | None = None) -> ImageEmbedding:
+    def _click_embedding(self, ref: ImageRef, expected_size: tuple[int, int]) -> tuple[ImageEmbedding, EmbeddingTimings]:
+        """A click on an image this process holds never waits; any other (Redis, a peer's encode,
+        the download, the decode, the encode) needs one of the request threads' cold slots."""
+        hit = self.cache.get_local(self._cache_key(ref))
+        if hit is not None:
+            self.metrics.cache.labels(level="local", source="click").inc()
+            return hit, EmbeddingTimings("local")
+        with self.cold_slots.slot():
+            return self.embedding(ref, "click", expected_size=expected_size)
+
+    def embedding(self, ref: ImageRef, source: str, *, image: np.ndarray | None = None,
+                  expected_size: tuple[int, int] | None = None) -> tuple[ImageEmbedding, EmbeddingTimings]:
         """The image's embedding; the image is fetched (unless the caller already has it) and
-        encoded only when no cache has it."""
-        embedding, level = self.cache.get_or_compute(self._cache_key(ref), lambda: self._encode(ref, timings, image))
-        self.metrics.cache.labels(level=level, source=source).inc()
-        timings["cache"] = level
-        return embedding
+        encoded only when no cache has it. Takes no cold slot: request threads hold one around it."""
+        computed = EmbeddingTimings("computed")  # stays without figures when another caller computed it
 
-    def _encode(self, ref: Any, timings: dict[str, Any], image: np.ndarray | None = None) -> ImageEmbedding:
+        def compute() -> ImageEmbedding:
+            nonlocal computed
+            embedding, computed = self._encode(ref, image, expected_size)
+            return embedding
+
+        embedding, level = self.cache.get_or_compute(self._cache_key(ref), compute)
+        self.metrics.cache.labels(level=level, source=source).inc()
+        return embedding, EmbeddingTimings(level, computed.fetch, computed.encode)
+
+    def _encode(self, ref: ImageRef, image: np.ndarray | None,
+                expected_size: tuple[int, int] | None) -> tuple[ImageEmbedding, EmbeddingTimings]:
+        fetch = None
         if image is None:
             started = time.perf_counter()
-            image = self.images.load(ref)
-            timings["fetch"] = time.perf_counter() - started
-            self.metrics.fetch_seconds.observe(timings["fetch"])
+            image = self.images.load(ref, expected_size)
+            fetch = time.perf_counter() - started
+            self.metrics.fetch_seconds.observe(fetch)
         started = time.perf_counter()
         embedding = self.engine.encode(image)
-        timings["encode"] = time.perf_counter() - started
-        return embedding
+        return embedding, EmbeddingTimings("computed", fetch, time.perf_counter() - started)
 
     def _decode(self, embedding: ImageEmbedding, prompts: PromptSet, image_key: str) -> tuple[list[np.ndarray], list[float]]:
         """Decoding policy: a lone click asks for SAM's three candidates and keeps the best
@@ -223,7 +289,7 @@ class SamBackend:
             image_rotation=prompts.image_rotation, **self.region_options,
         )
 
-    def _cache_key(self, ref: Any) -> str:
+    def _cache_key(self, ref: ImageRef) -> str:
         return f"{self.engine.model_id}|{ref.cache_key}"
 
     def _prediction(self, regions: list[dict], score: float) -> dict:
@@ -242,9 +308,5 @@ def _signature(prompt: Prompt) -> str:
 def _check_size(embedding: ImageEmbedding, prompts: PromptSet) -> None:
     """LS's percent coordinates and the brush RLE only line up if we see the image LS shows."""
     h, w = embedding.original_size
-    if (w, h) != (prompts.original_width, prompts.original_height):
-        raise Unprocessable(
-            f"Label Studio shows this image as {prompts.original_width}x{prompts.original_height} "
-            f"but the file is {w}x{h}",
-            "make sure the task points at the same file LS displays (EXIF-rotated or resized copies differ)",
-        )
+    if (w, h) != (prompts.original_width, prompts.original_height):  # a cached embedding: no header to check
+        raise size_mismatch((prompts.original_width, prompts.original_height), (w, h))

@@ -56,7 +56,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        g.timings = {}
         check_basic_auth(request.headers.get("Authorization"), settings.basic_auth_user, settings.basic_auth_pass)
 
     @app.after_request
@@ -66,7 +65,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         outcome = f"{response.status_code // 100}xx"
         metrics.requests.labels(route=route, outcome=outcome).inc()
         metrics.request_seconds.labels(route=route, outcome=outcome).observe(seconds)
-        timings = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in g.get("timings", {}).items())
+        # What the route chose to log (a click: its timings, backend.interactive.model.ClickTimings).
+        fields = g.get("log_fields", {})
+        timings = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
         level = logging.DEBUG if request.path in QUIET_ROUTES and response.status_code < 400 else logging.INFO
         log.log(level, "%s %s %d %.3fs %s", request.method, request.path, response.status_code, seconds, timings)
         return response

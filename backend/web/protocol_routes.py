@@ -22,7 +22,7 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
     routes = Blueprint("protocol", __name__)
     metrics = backend.metrics
     warnings = address_warnings(settings.label_studio_url, settings.label_studio_api_key, settings.workers,
-                                settings.job_redis_url)
+                                settings.job_redis_url, bool(settings.basic_auth_user or settings.basic_auth_pass))
     for warning in warnings:
         log.warning("%s", warning)
 
@@ -53,10 +53,9 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object")
-        results = backend.predict(body.get("tasks"), params.get("context"), label_config=body.get("label_config"),
-                                  timings=g.timings)
-        g.timings["tasks"] = len(results)
-        return jsonify(results=results)
+        answer = backend.predict(body.get("tasks"), params.get("context"), label_config=body.get("label_config"))
+        g.log_fields = {**(answer.timings.log_fields() if answer.timings else {}), "tasks": len(answer.results)}
+        return jsonify(results=answer.results)
 
     @routes.post("/webhook")
     def webhook() -> tuple[Response, int]:

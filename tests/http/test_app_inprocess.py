@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.web.app import create_app
+from backend.autoannotate.annotator import AutoAnnotator
 from backend.engines.engine import EngineUnavailable
 from backend.engines.grabcut import GrabCutEngine
 from backend.settings import Settings
+from backend.web.app import create_app
 from tests.http.conftest import LS_TOKEN, sample
 
 
@@ -45,7 +46,7 @@ def make_client(fake_ls, engine, **overrides):
 
 def metric(client, name: str) -> float:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -82,6 +83,37 @@ def test_full_warmup_queue_drops_and_counts_without_new_threads(fake_ls):
     engine.release.set()
     client.application.extensions["sam_backend"].warmup.join()
     assert metric(client, "sam_warmup_done_total") >= 2
+
+
+def test_only_request_threads_take_cold_slots_and_a_cached_click_never_does(fake_ls):
+    client = make_client(fake_ls, ScriptedEngine(), threads=3)
+    backend = client.application.extensions["sam_backend"]
+    assert backend.cold_slots.limit == 1  # THREADS - 2
+    click = sample("predict_interactive_request.json")
+    image = click["tasks"][0]["data"]["image"]
+    fake_ls.add("/data/upload/1/other.png", np.full((24, 32, 3), 90, np.uint8))
+    with backend.cold_slots.slot():  # a cold click is in progress
+        refused = client.post("/predict", json=click)
+        assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
+        assert "uncached images" in refused.json["message"]
+        # The warm-up thread and an RQ worker's annotator are no request threads: never refused.
+        batch = {**sample("predict_batch_request.json"), "tasks": [{"id": 1, "data": {"image": image}}]}
+        assert client.post("/predict", json=batch).status_code == 200
+        backend.warmup.join()
+        assert AutoAnnotator(backend).warm({"id": 2, "data": {"image": "/data/upload/1/other.png"}}, "image") == "computed"
+        hit = client.post("/predict", json=click)  # warmed: a cache hit needs no slot
+        assert hit.status_code == 200 and hit.json["results"][0]["result"]
+
+
+def test_a_click_refuses_an_image_of_another_size_from_its_header(fake_ls):
+    client = make_client(fake_ls, ScriptedEngine())
+    click = sample("predict_interactive_request.json")  # LS shows the image as 320x240
+    click["tasks"][0]["data"]["image"] = "/data/upload/1/resized.png"
+    fake_ls.add("/data/upload/1/resized.png", np.zeros((1200, 1600, 3), np.uint8))
+    response = client.post("/predict", json=click)
+    assert response.status_code == 422
+    assert "shows this image as 320x240 but the file is 1600x1200" in response.json["message"]
+    assert metric(client, "sam_encoder_seconds_count") == 0, "refused before its pixels were decoded and encoded"
 
 
 def test_one_bad_task_in_a_batch_does_not_fail_the_others(fake_ls):

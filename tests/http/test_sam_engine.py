@@ -21,8 +21,9 @@ from tests.torch_threads import torch_threads
 
 @pytest.fixture(scope="module")
 def server(fake_ls, redis_server, start_backend, tiny_checkpoint):
+    # THREADS=24: 22 cold slots (backend.interactive.cold_slots), so 20 concurrent cold clicks are all served
     return start_backend(ls_env(fake_ls, SAM_ENGINE="sam", SAM_MODEL="tiny", SAM_CHECKPOINT=str(tiny_checkpoint),
-                                SAM_DEVICE="cpu", REDIS_URL=redis_server.url))
+                                SAM_DEVICE="cpu", REDIS_URL=redis_server.url, THREADS="24"))
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,14 @@ import pytest
 import requests
 from waitress import wasyncore
 
-from backend.images.download_slots import download_slots_for
+from backend.interactive.cold_slots import cold_slots_for
 from backend.web.server import (
     HEADER_DEADLINE_S,
+    REQUEST_DEADLINE_S,
     close_stalled_requests,
     create_servers,
     serve_once,
+    shed_connections,
 )
 from tests.http.conftest import LS_TOKEN, free_port, png, sample, scene
 
@@ -37,6 +39,7 @@ THREADS = 8
 SLOW_HEADER_CONNECTIONS = 50
 SLOW_BODY_CONNECTIONS = 5
 SLOW_CLICKS = 8
+SAME_IMAGE_CLICKS = 10  # more than THREADS, on one image
 ANSWER_WITHIN_S = 1.0
 TRICKLE_EVERY_S = 0.5
 TRICKLE_ROUNDS = 200  # the trickler stops by itself after this many rounds (100 s) even if not told
@@ -205,7 +208,7 @@ def backend(ls, tmp_path):
 def test_health_and_cached_clicks_answer_within_a_second_while_slow_clients_hang(backend, ls):
     warm = requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1), timeout=60)
     assert warm.status_code == 200, warm.text
-    slots = download_slots_for(THREADS)
+    slots = cold_slots_for(THREADS)
     assert 0 < slots < THREADS
 
     tricklers = Tricklers(backend.port, SLOW_HEADER_CONNECTIONS, SLOW_BODY_CONNECTIONS)
@@ -226,7 +229,7 @@ def test_health_and_cached_clicks_answer_within_a_second_while_slow_clients_hang
         while (ls.sending < slots or len(slow_answers) < SLOW_CLICKS - slots) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ls.sending == slots, f"{ls.sending} slow downloads in progress, expected {slots}\n{backend.log()}"
-        # The clicks past the download slots were refused at once, with a reason and when to retry.
+        # The clicks past the cold slots were refused at once, with a reason and when to retry.
         refused = [r for r in slow_answers if isinstance(r, requests.Response)]
         assert len(refused) == SLOW_CLICKS - slots, slow_answers
         for response in refused:
@@ -255,27 +258,73 @@ def test_health_and_cached_clicks_answer_within_a_second_while_slow_clients_hang
     assert requests.get(backend.url + "/health", timeout=5).status_code == 200
 
 
+def test_many_clicks_on_one_slow_cold_image_leave_threads_for_health(backend, ls):
+    """Clicks on one uncached image share one download; the ones waiting for it hold request
+    threads as surely as the one downloading, so waiting takes a cold slot too. The clients
+    give up after 0.3 s; the backend's threads do not."""
+    warm = requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1), timeout=60)
+    assert warm.status_code == 200, warm.text
+    slots = cold_slots_for(THREADS)
+    path = "/data/upload/1/slow-shared.png"
+
+    def impatient_click(index: int) -> None:
+        try:
+            requests.post(backend.url + "/predict", json=click_body(path, 200 + index), timeout=0.3)
+        except requests.RequestException:
+            pass  # gave up, as LS's annotator would reload
+
+    clickers = [threading.Thread(target=impatient_click, args=(i,), daemon=True) for i in range(SAME_IMAGE_CLICKS)]
+    try:
+        for thread in clickers:
+            thread.start()
+        for thread in clickers:
+            thread.join(5)
+        deadline = time.monotonic() + 10
+        while backend.log().count("overloaded:") < SAME_IMAGE_CLICKS - slots and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(5):
+            health, seconds = timed(lambda: requests.get(backend.url + "/health", timeout=10))
+            assert health.status_code == 200 and seconds < ANSWER_WITHIN_S, seconds
+        hit, seconds = timed(lambda: requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1),
+                                                   timeout=10))
+        assert hit.status_code == 200 and seconds < ANSWER_WITHIN_S, (hit.status_code, seconds)
+        # The clicks past the cold slots were refused at once (503 + Retry-After, logged); one
+        # download served the others.
+        assert backend.log().count("overloaded:") == SAME_IMAGE_CLICKS - slots, backend.log()
+        assert ls.hits[path] == 1 and ls.sending == 1
+    finally:
+        ls.close()  # ends the slow download; its clicks then fail with 424
+    assert requests.get(backend.url + "/health", timeout=5).status_code == 200
+
+
 # ---- the waitress worker's own limits, on an in-process server (no gunicorn, no waiting 30 s) ------
 
 
 def _ok_app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-    return [b"ok"]
+    """200 "ok", or for POST the length of the body it read (a chunked body arrives decoded)."""
+    body = str(len(environ["wsgi.input"].read())).encode() if environ["REQUEST_METHOD"] == "POST" else b"ok"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 class InProcessServer:
     """The worker's waitress servers on a loopback socket, its I/O loop pumped by the test."""
 
-    def __init__(self, max_request_bytes: int = 1000):
+    def __init__(self, max_request_bytes: int = 1000, connection_limit: int = 100, app=_ok_app, threads: int = 1):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.map, self.servers = create_servers(_ok_app, [self.listener], threads=1, connection_limit=100,
-                                                max_request_bytes=max_request_bytes)
+        self.connection_limit = connection_limit
+        self.map, self.servers = create_servers(app, [self.listener], threads=threads,
+                                                connection_limit=connection_limit, max_request_bytes=max_request_bytes)
+        self.shed = 0
 
     def pump(self, seconds: float = 0.3) -> None:
+        """The worker's loop (WaitressWorker.run), with a short tick."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             serve_once(self.map, 0.02)
+            close_stalled_requests(self.servers, time.monotonic())
+            self.shed += shed_connections(self.servers, self.connection_limit)
 
     def close(self) -> None:
         self.servers[0].task_dispatcher.shutdown(timeout=1)
@@ -327,7 +376,19 @@ def test_headers_still_trickling_after_the_deadline_are_cut_off(in_process):
 
 @pytest.mark.parametrize(("request_bytes", "status", "code"), [
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", b"413", "payload_too_large"),
+    # Not "100 Continue" (which invited the body of a request already refused) but the 413 at once.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n", b"413",
+     "payload_too_large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n", b"413",
+     "payload_too_large"),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400", "bad_request"),
+    # A chunk-size line or trailer without its CRLF was kept in memory up to the body limit.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=" + b"a" * 9000, b"400", "bad_request"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 9000, b"400",
+     "bad_request"),
+    # Past Python's 4300-digit int() limit: waitress' parser raised and dropped the connection.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
 ])
 def test_waitress_refusals_are_the_apps_json_errors(in_process, request_bytes, status, code):
     sock = connect(in_process.port, request_bytes)
@@ -338,3 +399,128 @@ def test_waitress_refusals_are_the_apps_json_errors(in_process, request_bytes, s
     assert reply["error"] == code and reply["message"] and reply["fix"]
     if code == "payload_too_large":
         assert "MAX_REQUEST_BYTES=1000" in reply["message"]
+
+
+def test_a_body_still_trickling_at_the_request_deadline_is_cut_off(in_process):
+    """Headers done in time, then one byte now and then: cut REQUEST_DEADLINE_S after the first byte."""
+    assert HEADER_DEADLINE_S < REQUEST_DEADLINE_S
+    trickler = connect(in_process.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+    idle = connect(in_process.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, then kept alive
+    in_process.pump()
+    started = time.monotonic()
+    for _ in range(3):  # the body keeps trickling: waitress' idle timeout would never fire
+        trickler.sendall(b"a")
+        in_process.pump(0.1)
+    assert close_stalled_requests(in_process.servers, started + HEADER_DEADLINE_S + 1) == 0, "its headers were in time"
+    assert close_stalled_requests(in_process.servers, started + REQUEST_DEADLINE_S + 1) == 1
+    assert read_reply(in_process, trickler) == b"", "cut without an answer"
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert read_reply(in_process, idle).count(b"200 OK") == 2, "a connection between requests is not cut"
+    trickler.close()
+    idle.close()
+
+
+def test_a_trickling_body_is_cut_at_the_deadline_in_real_time(in_process, monkeypatch):
+    """The same with the worker's own loop and clock, the deadline shortened to 1 s."""
+    monkeypatch.setattr("backend.web.server.REQUEST_DEADLINE_S", 1.0)
+    trickler = connect(in_process.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+    started = time.monotonic()
+    while not _closed_by_server(trickler, in_process) and time.monotonic() - started < 5:
+        trickler.send(b"a")  # a byte every 0.1 s
+        in_process.pump(0.1)
+    cut_after = time.monotonic() - started
+    trickler.close()
+    assert 1.0 <= cut_after < 2.5, cut_after
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    chunks = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunk_size", [1, 100, 999])
+def test_chunked_bodies_are_limited_by_their_decoded_size(in_process, chunk_size):
+    """MAX_REQUEST_BYTES=1000: 1000 bytes pass however they are chunked, 1001 do not.
+
+    waitress counted the chunk framing toward its limit: 999 bytes in 100-byte chunks were a 413.
+    """
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    sock = connect(in_process.port, head + chunked(b"a" * 1000, chunk_size))
+    reply = read_reply(in_process, sock)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\n1000"), reply[-200:]
+
+    sock = connect(in_process.port, head + chunked(b"a" * 1001, chunk_size))
+    head_out, _, body = read_reply(in_process, sock).partition(b"\r\n\r\n")
+    sock.close()
+    assert head_out.startswith(b"HTTP/1.1 413") and "MAX_REQUEST_BYTES=1000" in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("framing", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+])
+def test_ambiguous_framing_is_a_400_that_closes_the_connection(in_process, framing):
+    """RFC 9112 section 6: the server must close the connection (a second reader could frame it otherwise)."""
+    sock = connect(in_process.port, framing + b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = read_reply(in_process, sock)
+    closed = _closed_by_server(sock, in_process)
+    sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and json.loads(body)["error"] == "bad_request", reply
+    assert closed, "one answer, then the connection closed: the pipelined request is not read"
+
+
+def _waiting_app(release: threading.Event):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(10)
+        return _ok_app(environ, start_response)
+    return app
+
+
+def test_near_the_connection_limit_the_oldest_unfinished_requests_are_shed():
+    """limit 40: 60 silent and trickling connections; /health still gets in, working clients stay."""
+    release = threading.Event()
+    server = InProcessServer(connection_limit=40, app=_waiting_app(release), threads=2)
+    socks: list[socket.socket] = []
+    try:
+        keep_alive = connect(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.pump()
+        assert keep_alive.recv(1000).startswith(b"HTTP/1.1 200")
+        serving = connect(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")  # held in the app
+        server.pump()
+        for index in range(60):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if index % 3:  # two in three trickle a request, one in three says nothing
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" if index % 2 else b"GET")
+            socks.append(sock)
+            server.pump(0.02)
+        server.pump()
+        health, seconds = timed(lambda: read_reply(server, connect(server.port, b"GET /health HTTP/1.0\r\n\r\n")))
+        assert health.startswith(b"HTTP/1.0 200") and seconds < ANSWER_WITHIN_S, (health, seconds)
+        assert server.shed >= 60 + 2 - 40 * 0.9, server.shed
+        # The oldest unfinished were shed, the youngest are still open.
+        assert _closed_by_server(socks[0], server) and not _closed_by_server(socks[-1], server)
+        # The idle keep-alive client and the request being served were not touched.
+        keep_alive.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_reply(server, keep_alive).startswith(b"HTTP/1.1 200")
+        release.set()
+        assert read_reply(server, serving).startswith(b"HTTP/1.1 200")
+    finally:
+        release.set()
+        for sock in socks:
+            sock.close()
+        server.close()
+
+
+def _closed_by_server(sock: socket.socket, server: InProcessServer) -> bool:
+    sock.setblocking(False)
+    server.pump(0.05)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
