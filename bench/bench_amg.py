@@ -69,7 +69,7 @@ def models(model_type: str) -> tuple[Any, Any]:
     """(official Sam, our predictor) with the same random weights, ours loaded strictly from the saved file."""
     from sam_model.checkpoint import load_sam
     from sam_model.predictor import SamPredictor
-    from tests.oracle import official_sam
+    from tests.support.oracle import official_sam
 
     ref = official_sam(model_type, seed=0)
     with tempfile.TemporaryDirectory() as d:

@@ -22,8 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,9 +35,12 @@ sys.path.insert(0, str(ROOT / "tests" / "oracle_stubs"))
 from label_studio_sdk.converter.brush import mask2rle  # noqa: E402
 from segment_anything import SamPredictor as RefPredictor  # noqa: E402
 
-from tests.http.conftest import LS_TOKEN, Backend, FakeLabelStudio, scene  # noqa: E402
-from tests.oracle import official_sam  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.fake_ls import FakeLabelStudio  # noqa: E402
+from tests.support.images import scene  # noqa: E402
+from tests.support.oracle import official_sam  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.samples import LS_TOKEN  # noqa: E402
+from tests.support.servers import Backend  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/>'
           '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 
 def random_official(model_type: str, path: str) -> None:
     """Save an official-format state_dict with every parameter random (rel-pos included)."""
-    from tests.oracle import official_sam
+    from tests.support.oracle import official_sam
 
     torch.save(official_sam(model_type, seed=0).state_dict(), path)
 

@@ -39,9 +39,11 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.http.conftest import LS_TOKEN, Backend, png, sample, scene  # noqa: E402
 from tests.images.fakes import FakeServer, requires_token  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.images import png, scene  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.samples import LS_TOKEN, sample  # noqa: E402
+from tests.support.servers import Backend  # noqa: E402
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 MAX_POINTS_PER_OBJECT = 3

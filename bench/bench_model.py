@@ -17,8 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "oracle_stubs"))  # lets the oracle import here
@@ -31,7 +31,7 @@ from segment_anything.predictor import SamPredictor as RefPredictor  # noqa: E40
 from sam_model import ImageEmbedding, SamPredictor, load_sam  # noqa: E402
 from sam_model.build import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
 from sam_model.transforms import upscale_masks  # noqa: E402
-from tests.oracle import official_sam  # noqa: E402
+from tests.support.oracle import official_sam  # noqa: E402
 
 TOKENS = 64 * 64
 WINDOW_TOKENS = 14 * 14

@@ -23,7 +23,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def redis_server():
     """A fresh real redis-server per test (module-scoped variants live beside the tests that share one)."""
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     with RedisServer() as server:
         yield server

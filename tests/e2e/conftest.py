@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.conftest import Backend
 from tests.integration.conftest import label_studio  # noqa: F401 - re-exported as this folder's fixture
+from tests.support.servers import Backend
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

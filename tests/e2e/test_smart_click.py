@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tests.http.conftest import png, scene
-from tests.integration.conftest import BRUSH_CONFIG
-from tests.integration.support import brush_mask, iou
+from tests.integration.support import BRUSH_CONFIG
+from tests.support.images import png, scene
+from tests.support.masks import brush_mask, iou
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "smart_click.mjs"
@@ -41,7 +41,7 @@ NODE_TIMEOUT_S = 240
 
 
 def disc_mask(width: int, height: int) -> np.ndarray:
-    """The disc exactly as tests.http.conftest.scene draws it."""
+    """The disc exactly as tests.support.images.scene draws it."""
     mask = np.zeros((height, width), np.uint8)
     centre = (round(DISC_PCT[0] / 100 * width), round(DISC_PCT[1] / 100 * height))
     cv2.circle(mask, centre, DISC_RADIUS, 1, -1)

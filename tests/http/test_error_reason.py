@@ -2,7 +2,7 @@
 import http.client
 import json
 
-from tests.http.conftest import ls_env
+from tests.support.fake_ls import ls_env
 
 
 def test_status_line_carries_the_message_and_fix(start_backend, fake_ls):

@@ -12,12 +12,14 @@ import time
 import numpy as np
 import pytest
 import requests
-from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image, ImageDraw
 
 from backend.engines.grabcut import GrabCutEngine
 from backend.interactive.prompts import parse_context
-from tests.http.conftest import LS_TOKEN, SAMPLE_IMAGES, TASK4, ls_env, sample, scene
+from tests.support.fake_ls import ls_env
+from tests.support.images import scene
+from tests.support.masks import brush_mask, iou
+from tests.support.samples import LS_TOKEN, SAMPLE_IMAGES, TASK4, sample
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 POLYGON_CONFIG = CONFIG.replace("BrushLabels", "PolygonLabels")
@@ -40,21 +42,12 @@ def click(x: float, y: float, w: int, h: int, positive: bool = True, **extra) ->
             "id": f"k{x}{y}", "from_name": "tag2", "to_name": "image", "type": "keypointlabels", **extra}
 
 
-def brush_mask(region: dict) -> np.ndarray:
-    flat = decode_rle(region["value"]["rle"])
-    return flat.reshape(region["original_height"], region["original_width"], 4)[:, :, 3] > 0
-
-
 def expected_mask(path: str, context: dict) -> np.ndarray:
     """The engine's own answer for this prompt, computed in the test process."""
     prompt = parse_context(context, 64, 16).prompts[0]
     engine = GrabCutEngine()
     return engine.decode(engine.encode(SAMPLE_IMAGES[path]), point_coords=prompt.point_coords,
                          point_labels=prompt.point_labels, box=prompt.box).masks[0]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 @pytest.fixture(scope="module")

@@ -17,36 +17,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.http.conftest import Backend
 from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installed, ls_venv
-from tests.redis_server import RedisServer
+from tests.integration.support import BRUSH_CONFIG, POLYGON_CONFIG, backend_env, sam_env
+from tests.support.redis_server import RedisServer
+from tests.support.servers import REPO, Backend, Worker
 
-REPO = Path(__file__).resolve().parents[2]
-
-# The captured project's config (ls-samples/setup_request.json): a brush output, smart
-# keypoints and smart rectangles as prompts, two labels.
-BRUSH_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <BrushLabels name="tag" toName="image"><Label value="Banana" background="#FF0000"/><Label value="Orange" background="#0d14d3"/></BrushLabels>
-  <KeyPointLabels name="tag2" toName="image" smart="true"><Label value="Banana" smart="true" background="#000000" showInline="true"/><Label value="Orange" smart="true" background="#000000" showInline="true"/></KeyPointLabels>
-  <RectangleLabels name="tag3" toName="image" smart="true"><Label value="Banana" background="#000000" showInline="true"/><Label value="Orange" background="#000000" showInline="true"/></RectangleLabels>
-</View>"""
-
-POLYGON_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <PolygonLabels name="poly" toName="image"><Label value="Banana" background="#FF0000"/><Label value="Orange" background="#0d14d3"/></PolygonLabels>
-  <KeyPointLabels name="kp" toName="image" smart="true"><Label value="Banana" smart="true"/><Label value="Orange" smart="true"/></KeyPointLabels>
-  <RectangleLabels name="box" toName="image" smart="true"><Label value="Banana"/><Label value="Orange"/></RectangleLabels>
-</View>"""
+# Names tests/integration/test_auto_annotate.py (being edited in parallel) still imports from here;
+# it should take them from tests.integration.support and tests.support.servers, then this goes.
+__all__ = ["BRUSH_CONFIG", "POLYGON_CONFIG", "REPO", "backend_env", "sam_env"]
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -87,22 +70,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-
-def backend_env(ls: LabelStudio, redis_server: RedisServer, **extra: str) -> dict[str, str]:
-    """What an operator sets for a backend next to this LS (README: connecting LS)."""
-    return {
-        "LABEL_STUDIO_URL": ls.url,
-        "LABEL_STUDIO_API_KEY": ls.token,
-        "REDIS_URL": redis_server.url,
-        "JOB_RETRIES": "1",
-        **extra,
-    }
-
-
-def sam_env(checkpoint: Path) -> dict[str, str]:
-    return {"SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(checkpoint), "SAM_DEVICE": "cpu"}
-
-
 @pytest.fixture(scope="session")
 def backends(tmp_path_factory) -> Iterator[list[Backend]]:
     started: list[Backend] = []
@@ -129,37 +96,6 @@ def sam_backend(label_studio, redis_server, backends, tiny_checkpoint, tmp_path_
     backend = Backend(env, tmp_path_factory.mktemp("sam") / "gunicorn.log")
     backends.append(backend)
     return backend
-
-
-class Worker:
-    """`python -m backend worker`: an RQ worker process with the backend's environment."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO"))}
-        full_env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}, **env)
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "worker"],
-            cwd=REPO,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # RQ's warm shutdown: finish the job, then exit
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.support.net import free_port
 
 LS_VERSION = "1.23.2"
 REPO = Path(__file__).resolve().parents[2]
@@ -48,12 +49,6 @@ def ls_venv() -> Path:
 def installed() -> bool:
     venv = ls_venv()
     return (venv / f".installed-label-studio-{LS_VERSION}").is_file() and (venv / "bin" / "label-studio").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LabelStudioError(AssertionError):

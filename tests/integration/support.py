@@ -1,18 +1,56 @@
-"""Helpers shared by the integration tests: smart-tool regions as the LS UI sends them, mask checks."""
+"""Helpers shared by the integration tests: project configs, backend settings, images, smart-tool regions."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from label_studio_sdk.converter.brush import decode_rle
 
 from backend.engines.grabcut import GrabCutEngine
-from tests.http.conftest import png, scene
+from tests.integration.label_studio import LabelStudio
+from tests.support.images import png, scene
+from tests.support.masks import brush_mask  # noqa: F401 - re-exported for test_auto_annotate.py (edited in parallel)
+from tests.support.redis_server import RedisServer
 
 _ids = itertools.count()
+
+# ---- projects and backend settings ------------------------------------------------------------
+
+# The captured project's config (ls-samples/setup_request.json): a brush output, smart
+# keypoints and smart rectangles as prompts, two labels.
+BRUSH_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <BrushLabels name="tag" toName="image"><Label value="Banana" background="#FF0000"/><Label value="Orange" background="#0d14d3"/></BrushLabels>
+  <KeyPointLabels name="tag2" toName="image" smart="true"><Label value="Banana" smart="true" background="#000000" showInline="true"/><Label value="Orange" smart="true" background="#000000" showInline="true"/></KeyPointLabels>
+  <RectangleLabels name="tag3" toName="image" smart="true"><Label value="Banana" background="#000000" showInline="true"/><Label value="Orange" background="#000000" showInline="true"/></RectangleLabels>
+</View>"""
+
+POLYGON_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <PolygonLabels name="poly" toName="image"><Label value="Banana" background="#FF0000"/><Label value="Orange" background="#0d14d3"/></PolygonLabels>
+  <KeyPointLabels name="kp" toName="image" smart="true"><Label value="Banana" smart="true"/><Label value="Orange" smart="true"/></KeyPointLabels>
+  <RectangleLabels name="box" toName="image" smart="true"><Label value="Banana"/><Label value="Orange"/></RectangleLabels>
+</View>"""
+
+
+def backend_env(ls: LabelStudio, redis_server: RedisServer, **extra: str) -> dict[str, str]:
+    """What an operator sets for a backend next to this LS (README: connecting LS)."""
+    return {
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": ls.token,
+        "REDIS_URL": redis_server.url,
+        "JOB_RETRIES": "1",
+        **extra,
+    }
+
+
+def sam_env(checkpoint: Path) -> dict[str, str]:
+    """Tiny SAM from `checkpoint` on the CPU: the real SAM code path without real weights."""
+    return {"SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(checkpoint), "SAM_DEVICE": "cpu"}
+
 
 # ---- images -------------------------------------------------------------------------------------
 
@@ -29,23 +67,29 @@ def image_bytes(name: str) -> bytes:
     return png(IMAGES[name])
 
 
-def keypoint(
-    x: float, y: float, size: tuple[int, int], positive: bool = True, label: str = "Banana", from_name: str = "tag2"
-) -> dict:
-    """One smart keypoint exactly in the shape of ls-samples/ui_browser_to_LS_interactive_annotating_body.json."""
+def _smart_region(kind: str, id_prefix: str, size: tuple[int, int], value: dict, from_name: str, **extra: Any) -> dict:
+    """The fields every smart region carries, as the UI serialises them (percent values, the image's size)."""
     w, h = size
     return {
         "original_width": w,
         "original_height": h,
         "image_rotation": 0,
-        "value": {"x": x, "y": y, "width": 0.2086230876216968, "labels": [label], "keypointlabels": [label]},
-        "is_positive": positive,
-        "id": f"kp{next(_ids)}",
+        "value": value,
+        **extra,
+        "id": f"{id_prefix}{next(_ids)}",
         "from_name": from_name,
         "to_name": "image",
-        "type": "keypointlabels",
+        "type": kind,
         "origin": "manual",
     }
+
+
+def keypoint(
+    x: float, y: float, size: tuple[int, int], positive: bool = True, label: str = "Banana", from_name: str = "tag2"
+) -> dict:
+    """One smart keypoint exactly in the shape of ls-samples/ui_browser_to_LS_interactive_annotating_body.json."""
+    value = {"x": x, "y": y, "width": 0.2086230876216968, "labels": [label], "keypointlabels": [label]}
+    return _smart_region("keypointlabels", "kp", size, value, from_name, is_positive=positive)
 
 
 def rectangle(
@@ -58,26 +102,9 @@ def rectangle(
     from_name: str = "tag3",
 ) -> dict:
     """A smart rectangle (percent of the image), as the UI serialises it."""
-    w, h = size
-    return {
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "value": {
-            "x": x,
-            "y": y,
-            "width": width,
-            "height": height,
-            "rotation": 0,
-            "labels": [label],
-            "rectanglelabels": [label],
-        },
-        "id": f"rect{next(_ids)}",
-        "from_name": from_name,
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "origin": "manual",
-    }
+    value = {"x": x, "y": y, "width": width, "height": height, "rotation": 0, "labels": [label],
+             "rectanglelabels": [label]}
+    return _smart_region("rectanglelabels", "rect", size, value, from_name)
 
 
 def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
@@ -101,23 +128,12 @@ def prompt_arrays(regions: list[dict]) -> dict[str, Any]:
     }
 
 
-def brush_mask(region: dict) -> np.ndarray:
-    """The mask LS's frontend would paint: the SDK's reference decoder, alpha channel non-zero."""
-    flat = decode_rle(region["value"]["rle"])
-    return flat.reshape(region["original_height"], region["original_width"], 4)[:, :, 3] > 0
-
-
 def polygon_mask(points_pct: list[list[float]], width: int, height: int) -> np.ndarray:
     """Rasterise an LS polygon (percent coordinates) at the image size."""
     pts = np.array([[x / 100 * width, y / 100 * height] for x, y in points_pct], dtype=np.float64)
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
     return mask.astype(bool)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def assert_valid_polygon_region(region: dict, from_name: str, label: str) -> None:

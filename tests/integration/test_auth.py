@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.http.conftest import Backend
-from tests.integration.conftest import BRUSH_CONFIG, backend_env
-from tests.integration.support import GrabCutReference, IMAGES, brush_mask, image_bytes, keypoint
+from tests.integration.support import BRUSH_CONFIG, IMAGES, GrabCutReference, backend_env, image_bytes, keypoint
+from tests.support.masks import brush_mask
+from tests.support.servers import Backend
 
 
 def one_task_project(ls, title: str) -> tuple[int, int]:

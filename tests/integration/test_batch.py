@@ -12,22 +12,14 @@ missing must neither fail the action nor stop the others' warm-up.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.integration.conftest import BRUSH_CONFIG
-from tests.integration.support import IMAGES, brush_mask, image_bytes, keypoint
+from tests.integration.support import BRUSH_CONFIG, IMAGES, backend_env, image_bytes, keypoint
+from tests.support.masks import brush_mask
+from tests.support.servers import Backend
+from tests.support.waiting import wait_for
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +133,6 @@ def test_opening_a_task_warms_its_embedding(label_studio, sam_backend):
 
 @pytest.fixture(scope="module")
 def amg_on_predict_backend(label_studio, redis_server, backends, tmp_path_factory):
-    from tests.http.conftest import Backend
-    from tests.integration.conftest import backend_env
-
     env = backend_env(label_studio, redis_server, SAM_ENGINE="grabcut", AUTO_ANNOTATE_ON_PREDICT="true")
     backend = Backend(env, tmp_path_factory.mktemp("amg-on-predict") / "gunicorn.log")
     backends.append(backend)

@@ -18,18 +18,19 @@ import pytest
 from backend.engines.grabcut import GrabCutEngine
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
-from tests.integration.conftest import BRUSH_CONFIG
 from tests.integration.support import (
-    GrabCutReference,
+    BRUSH_CONFIG,
     IMAGES,
-    brush_mask,
+    GrabCutReference,
     image_bytes,
     keypoint,
     prompt_arrays,
     rectangle,
 )
+from tests.support.masks import brush_mask
 from tests.support.server_log import answering_pids
-from tests.torch_threads import torch_threads
+from tests.support.servers import Backend
+from tests.support.torch_threads import torch_threads
 
 
 def setup_project(ls, backend_url: str, title: str) -> dict:
@@ -190,7 +191,6 @@ def test_sam_click_sequence_matches_the_predictor(label_studio, sam_project, sam
 @pytest.fixture(scope="module")
 def setup_only_backend(backends, tmp_path_factory):
     """A backend started with no LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (and no Redis) at all."""
-    from tests.http.conftest import Backend
 
     backend = Backend({"SAM_ENGINE": "grabcut"}, tmp_path_factory.mktemp("setup-only") / "gunicorn.log")
     backends.append(backend)
@@ -210,7 +210,6 @@ def test_backend_without_ls_settings_uses_the_hostname_and_token_from_setup(labe
 @pytest.fixture(scope="module")
 def two_worker_setup_backend(redis_server, backends, tmp_path_factory):
     """WORKERS=2 sharing a Redis, and no LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY: /setup reaches one worker."""
-    from tests.http.conftest import Backend
 
     env = {"SAM_ENGINE": "grabcut", "WORKERS": "2", "THREADS": "2", "REDIS_URL": redis_server.url}
     backend = Backend(env, tmp_path_factory.mktemp("two-workers") / "gunicorn.log")

@@ -11,17 +11,17 @@ from __future__ import annotations
 import pytest
 
 from backend.engines.grabcut import GrabCutEngine
-from tests.integration.conftest import POLYGON_CONFIG
 from tests.integration.support import (
     IMAGES,
+    POLYGON_CONFIG,
     assert_valid_polygon_region,
     image_bytes,
-    iou,
     keypoint,
     polygon_mask,
     prompt_arrays,
     rectangle,
 )
+from tests.support.masks import iou
 
 
 @pytest.fixture(scope="module")

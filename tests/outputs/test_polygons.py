@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from backend.outputs.polygons import mask_to_polygons
+from tests.support.masks import iou
 
 
 def rasterise(polygons: list, h: int, w: int) -> np.ndarray:
@@ -31,10 +32,6 @@ def rasterise_pil(polygons: list, h: int, w: int) -> np.ndarray:
     for points in polygons:
         draw.polygon([(x * w / 100 - 0.5, y * h / 100 - 0.5) for x, y in points], fill=1)
     return np.asarray(image) > 0
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def filled(mask: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
 from backend.outputs.regions import brush_region, mask_to_regions, polygon_regions, rectangle_region
+from tests.support.samples import sample
 
-from tests.samples import sample
 ARGS = dict(from_name="tag", to_name="image", label="Banana", score=0.87, original_width=320, original_height=240)
 EXTRA_KEYS = {"score", "readonly"}  # accepted by LS on predictions; not in what it stored back
 

@@ -1,15 +1,13 @@
 """Brush RLE: byte-identical to label_studio_sdk's mask2rle/encode_rle; decodes what LS stores."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 
 from backend.errors import Unprocessable
 from backend.outputs.rle import decode_values, encode_values, mask_to_rle, rle_to_mask
-
-from tests.samples import sample
+from tests.support.samples import sample
 
 
 def sdk_rle(mask: np.ndarray) -> list[int]:

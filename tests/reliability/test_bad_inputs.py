@@ -32,8 +32,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.http.conftest import LS_TOKEN, png, sample, scene
-from tests.reliability.fake_ls import FakeLabelStudioAPI
+from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.images import png, scene
+from tests.support.samples import LS_TOKEN, sample
 
 AUTH = ("annotator-bot", "s3cret-pass")
 MAX_REQUEST_BYTES = 100_000
@@ -463,8 +464,8 @@ def more_cases() -> list[Case]:
         Case("post-metrics", 405, ("method",), path="/metrics", json_body={}),
         Case("post-openapi", 405, ("method",), path="/openapi.json", json_body={}),
         Case("put-auto-annotate", 405, ("method",), method="put", path="/auto-annotate", json_body=auto()),
-        Case("delete-auto-annotate-job", 405, ("method",), method="delete", path="/auto-annotate/x"),
-        Case("post-auto-annotate-job", 405, ("method",), path="/auto-annotate/x", json_body={}),
+        Case("delete-auto-annotate-run", 405, ("method",), method="delete", path="/auto-annotate/x"),
+        Case("post-auto-annotate-run", 405, ("method",), path="/auto-annotate/x", json_body={}),
         # -- /auto-annotate: body, project, tasks, options --
         Case("auto-annotate-array", 400, ("json object",), path="/auto-annotate", raw=b"[1]"),
         Case("auto-annotate-surrogate-bytes", 400, ("utf-8",), path="/auto-annotate", raw=b'{"project": "\xed\xb0\x80"}'),
@@ -492,9 +493,9 @@ def more_cases() -> list[Case]:
         Case("auto-annotate-iou-string", 400, ("pred_iou_thresh", "number"), path="/auto-annotate",
              json_body=auto(pred_iou_thresh="high")),
         Case("auto-annotate-label-number", 400, ("label",), path="/auto-annotate", json_body=auto(label=3)),
-        Case("auto-annotate-unknown-job", 404, ("no auto-annotate job",), method="get", path="/auto-annotate/nope"),
-        Case("auto-annotate-long-job-id", 404, ("no auto-annotate job",), method="get", path="/auto-annotate/" + "j" * 3000),
-        Case("auto-annotate-odd-job-id", 404, ("no auto-annotate job",), method="get",
+        Case("auto-annotate-unknown-run", 404, ("no auto-annotate run",), method="get", path="/auto-annotate/nope"),
+        Case("auto-annotate-long-run-id", 404, ("no auto-annotate run",), method="get", path="/auto-annotate/" + "j" * 3000),
+        Case("auto-annotate-odd-run-id", 404, ("no auto-annotate run",), method="get",
              path="/auto-annotate/%ff%ed%a0%80%00"),
     ]
 

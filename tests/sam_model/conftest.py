@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sam_model.checkpoint import load_sam
-from tests.oracle import official_sam
-from tests.torch_threads import torch_threads
+from tests.support.oracle import official_sam
+from tests.support.torch_threads import torch_threads
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ from segment_anything import sam_model_registry
 
 from sam_model.build import build_sam
 from sam_model.checkpoint import load_sam
-
-from tests.oracle import official_sam
+from tests.support.oracle import official_sam
 
 
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])

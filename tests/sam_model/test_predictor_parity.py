@@ -14,7 +14,8 @@ import torch
 from segment_anything.predictor import SamPredictor as RefPredictor
 
 from sam_model import DecodeResult, ImageEmbedding, SamPredictor, load_sam
-from tests.oracle import official_sam
+from tests.support.masks import iou
+from tests.support.oracle import official_sam
 
 SCORE_ATOL = 1e-4
 MIN_IOU = 0.999
@@ -39,11 +40,6 @@ def test_image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 test_image.__test__ = False  # a helper, not a test
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def prompts(h: int, w: int, ref: RefPredictor) -> dict[str, dict]:

@@ -12,13 +12,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ci_run_is_strict_bash_running_make_test() -> None:
-    script = ROOT / ".ci" / "run"
-    assert os.access(script, os.X_OK)
-    lines = [line.strip() for line in script.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert "set -euo pipefail" in lines
-    assert lines[-1] == "make test"
-    assert not any("|| true" in line or "; true" in line for line in lines)
+FAKE_MAKE = """#!/bin/sh
+echo "$PWD $*" >> "$MAKE_CALLS"
+exit "$MAKE_STATUS"
+"""
+
+
+@pytest.mark.parametrize("status", [0, 2, 5])
+def test_ci_run_runs_make_test_at_the_root_and_fails_with_it(tmp_path: Path, status: int) -> None:
+    """Run from anywhere, .ci/run runs `make test` in the repo root, and CI's status is make's."""
+    fake = tmp_path / "bin" / "make"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_MAKE)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+           "MAKE_CALLS": str(calls), "MAKE_STATUS": str(status)}
+    out = subprocess.run([str(ROOT / ".ci" / "run")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert calls.read_text().splitlines() == [f"{ROOT} test"]
+    assert (out.returncode == 0) == (status == 0), out.stderr
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

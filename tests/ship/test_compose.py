@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import fields
@@ -11,7 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from backend.autoannotate.runs import QueueRedisEvicts, check_never_evicts
 from backend.settings import Settings
+from tests.integration.label_studio import LS_VERSION
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
@@ -58,7 +62,7 @@ def test_services_and_ports(services: dict[str, Any]) -> None:
 
 def test_label_studio_is_pinned_and_serves_the_shared_files(services: dict[str, Any]) -> None:
     ls = services["label-studio"]
-    assert ls["image"] == "heartexlabs/label-studio:1.23.2"
+    assert ls["image"] == f"heartexlabs/label-studio:{LS_VERSION}"  # the version the integration tests run
     env = ls["environment"]
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
     root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
@@ -118,26 +122,39 @@ def test_workers_run_the_job_worker_and_never_download(services: dict[str, Any])
         assert services[name]["environment"]["SAM_SKIP_DOWNLOAD"] == "true"
 
 
-def redis_options(service: dict[str, Any]) -> dict[str, str]:
+def redis_args(service: dict[str, Any]) -> list[str]:
     command = service["command"]
     assert service["image"] == "redis:7-alpine" and command[0] == "redis-server"
-    return dict(zip(command[1::2], command[2::2]))
+    return command[1:]
 
 
-def test_cache_redis_is_a_bounded_lru_without_persistence(services: dict[str, Any]) -> None:
-    assert redis_options(services["redis-cache"]) == {
-        "--maxmemory": "2gb", "--maxmemory-policy": "allkeys-lru", "--save": "", "--appendonly": "no"}
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (make test installs it)")
+@pytest.mark.parametrize(("role", "holds_jobs"), [("redis-queue", True), ("redis-cache", False)])
+def test_each_redis_as_compose_runs_it_suits_its_role(services: dict[str, Any], role: str, holds_jobs: bool) -> None:
+    """Each Redis started with its compose command on a real redis-server: the backend's own check takes the
+    queue one for jobs and refuses the cache one (it would evict them); both are bounded; only the queue persists."""
+    args = redis_args(services[role])
+    with RedisServer(*args) as server:
+        client = server.client()
+        settings = Settings(redis_url=server.url, queue_redis_url=server.url)
+        if holds_jobs:
+            check_never_evicts(client, settings)
+        else:
+            with pytest.raises(QueueRedisEvicts):
+                check_never_evicts(client, settings)
+        config = client.config_get("*")
+        client.close()
+    assert int(config["maxmemory"]) > 0
+    # The test server turns snapshots off itself; without --save, Redis's own default takes them.
+    snapshots = dict(zip(args[::2], args[1::2])).get("--save", "redis's default") != ""
+    assert (config["appendonly"] == "yes" or snapshots) == holds_jobs
+
+
+def test_queue_redis_writes_to_a_named_volume_and_the_cache_to_none(services: dict[str, Any]) -> None:
+    """Jobs and runs must survive restarts: the queue Redis's files (its working dir, /data) are a named volume."""
     assert "volumes" not in services["redis-cache"]
-
-
-def test_queue_redis_never_evicts_and_persists_to_a_volume(services: dict[str, Any]) -> None:
-    """Jobs and runs must survive the cache filling up (an LRU would evict them) and restarts."""
-    options = redis_options(services["redis-queue"])
-    assert options["--maxmemory-policy"] == "noeviction"
-    assert options["--appendonly"] == "yes"
-    assert options.get("--save") != ""
     (volume,) = services["redis-queue"]["volumes"]
-    assert volume.startswith("queue-data:/data"), volume  # the named volume, where Redis writes its files
+    assert volume.startswith("queue-data:/data"), volume
 
 
 def test_env_example_feeds_the_token_to_ls_and_backend(tmp_path: Path) -> None:
@@ -151,8 +168,18 @@ def test_env_example_feeds_the_token_to_ls_and_backend(tmp_path: Path) -> None:
     assert services["backend-gpu"]["environment"]["LABEL_STUDIO_API_KEY"] == "tok123"
 
 
-def test_readme_documents_what_compose_sets() -> None:
+def test_readme_compose_steps_work_on_this_file(services: dict[str, Any]) -> None:
+    """What the README tells an operator to type names things this stack has: the env file it copies,
+    the profiles it starts, and the backend URL to enter in LS (an alias of each backend, its container port)."""
     readme = (ROOT / "README.md").read_text()
-    for name in ("LABEL_STUDIO_API_KEY", "ML_BLOCK_LOCAL_IP", "SSRF_PROTECTION_ENABLED",
-                 "http://backend:9090", "--profile cpu", "--profile gpu", "docker/.env.example"):
-        assert name in readme, name
+    copied = re.findall(r"cp (docker/\S+) docker/\.env", readme)
+    assert copied and all((ROOT / path).is_file() for path in copied), copied
+    profiles = set(re.findall(r"--profile (\w+)", readme))
+    assert profiles and profiles <= {p for service in services.values() for p in service.get("profiles", [])}
+    hosts = set(re.findall(r"http://(backend):(\d+)", readme))
+    assert hosts, "the README names no backend URL for LS"
+    for name in BACKENDS:
+        aliases = services[name]["networks"]["default"]["aliases"]
+        ports = {int(p["target"]) for p in services[name]["ports"]}
+        for host, port in hosts:
+            assert host in aliases and int(port) in ports, (name, host, port)

@@ -8,6 +8,7 @@ import pytest
 
 from backend.engines.grabcut import GrabCutEngine
 from sam_model.embedding import ImageEmbedding
+from tests.support.masks import iou
 
 H, W = 600, 900
 CX, CY, R = 520, 280, 110
@@ -22,10 +23,6 @@ def disc_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     image = blotches + rng.normal(0, 15, (H, W, 3))
     image[truth] = rng.normal(215, 15, (truth.sum(), 3))
     return np.clip(image, 0, 255).astype(np.uint8), truth
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
 
 
 @pytest.fixture(scope="module")
