@@ -15,7 +15,7 @@ import torch
 
 from backend.cache import EmbeddingCache
 from sam_model.embedding import ImageEmbedding
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 MB = 1024 * 1024
 

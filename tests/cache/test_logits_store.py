@@ -7,8 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from backend.cache.logits import LogitsStore, decode_logits, encode_logits, prompt_signature
-from tests.redis_server import RedisServer
+from backend.cache.logits import (
+    LogitsStore,
+    decode_logits,
+    encode_logits,
+    prompt_signature,
+)
+from tests.support.redis_server import RedisServer
 
 MB = 1024 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 def test_kill_and_restart_keep_the_port_and_start_empty():

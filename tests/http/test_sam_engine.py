@@ -16,7 +16,7 @@ from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
 from tests.http.conftest import SAMPLE_IMAGES, ls_env, sample, scene
 from tests.http.test_protocol import brush_mask, click, predict_body, task_of
-from tests.torch_threads import torch_threads
+from tests.support.torch_threads import torch_threads
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from backend.errors import BadRequest, ImageFetchError
 from backend.images import resolve_image_ref
-from tests.samples import sample
+from tests.support.samples import sample
 
 LS = "http://127.0.0.1:8080"
 

@@ -36,7 +36,7 @@ from tests.integration.support import (
     image_bytes,
     polygon_mask,
 )
-from tests.torch_threads import torch_threads
+from tests.support.torch_threads import torch_threads
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]
 # 2x2 points: the full-size mask decoder costs ~0.5 s per point on this loaded 2-core box.

@@ -19,8 +19,8 @@ from backend.settings import Settings
 from backend.web.app import create_app
 from tests.http.conftest import LS_TOKEN, png, scene
 from tests.jobs.test_auto_annotate_jobs import CONFIG, ROOT, Workers
-from tests.redis_server import RedisServer
-from tests.reliability.fake_ls import FakeLabelStudioAPI
+from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.redis_server import RedisServer
 
 RUN_TASKS = list(range(1, 26))
 NEVER_EVICTS = ("--maxmemory-policy", "noeviction", "--appendonly", "yes")

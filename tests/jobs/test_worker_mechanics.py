@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 
 from backend.autoannotate.runs import make_queue
 from backend.autoannotate.worker import HEARTBEAT_TTL_S, MAINTENANCE_EVERY_S
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = (

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.http.conftest import LS_TOKEN, REPO, Backend, png, sample, scene
-from tests.reliability.fake_ls import FakeLabelStudioAPI
+from tests.support.fake_ls import FakeLabelStudioAPI
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 W, H = 160, 120

@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import (
 
 from backend.web.openapi import openapi_spec
 from tests.http.conftest import LS_TOKEN, png, sample, scene
-from tests.reliability.fake_ls import FakeLabelStudioAPI
 from tests.reliability.test_bad_inputs import leaf_paths, replaced
+from tests.support.fake_ls import FakeLabelStudioAPI
 
 EXAMPLES = 25
 CONFIG = sample("predict_interactive_request.json")["label_config"]
@@ -212,8 +212,8 @@ def test_any_authorization_header_is_harmless_without_basic_auth(server, header,
 
 def test_description_covers_every_route_the_app_serves():
     """Every rule Flask routes (bar static files) is described, with the same methods."""
-    from backend.web.app import create_app
     from backend.settings import Settings
+    from backend.web.app import create_app
 
     app = create_app(Settings(sam_engine="grabcut"))
     described = openapi_spec()["paths"]
