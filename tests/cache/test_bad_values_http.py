@@ -15,12 +15,15 @@ import pytest
 import torch
 
 from backend.cache import EmbeddingCache
+from backend.cache.logits import LogitsStore, prompt_signature
 from backend.engines.grabcut import GrabCutEngine
 from backend.images import resolve_image_ref
-from backend.cache.logits import LogitsStore, prompt_signature
 from sam_model.embedding import ImageEmbedding
 from sam_model.transforms import input_shape
-from tests.http.conftest import LS_TOKEN, FakeLabelStudio, redis_server, sample, scene, start_backend  # noqa: F401
+from tests.http.conftest import redis_server, start_backend  # noqa: F401 - module-scoped fixtures shared with this folder
+from tests.support.fake_ls import FakeLabelStudio
+from tests.support.images import scene
+from tests.support.samples import LS_TOKEN, sample
 
 W, H = 96, 64
 CONFIG = sample("predict_interactive_request.json")["label_config"]

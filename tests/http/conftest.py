@@ -9,17 +9,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.fake_ls import FakeLabelStudio, ls_env
-from tests.support.images import png, scene
-from tests.support.net import free_port
+from tests.support.fake_ls import FakeLabelStudio
 from tests.support.redis_server import RedisServer
-from tests.support.samples import LS_TOKEN, SAMPLE_IMAGES, sample
-from tests.support.servers import REPO, Backend
-
-# Names the test files being edited in parallel still import from here; drop this (and the
-# imports only it uses) once `grep -rn "http.conftest import" tests bench` finds nothing.
-__all__ = ["LS_TOKEN", "REPO", "SAMPLE_IMAGES", "Backend", "FakeLabelStudio", "free_port", "ls_env", "png", "sample",
-           "scene"]
+from tests.support.samples import SAMPLE_IMAGES
+from tests.support.servers import Backend
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from backend.engines.engine import EngineUnavailable
 from backend.engines.grabcut import GrabCutEngine
 from backend.settings import Settings
 from backend.web.app import create_app
-from tests.http.conftest import LS_TOKEN, sample
+from tests.support.samples import LS_TOKEN, sample
 
 
 class ScriptedEngine(GrabCutEngine):

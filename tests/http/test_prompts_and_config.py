@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from backend.errors import BadRequest, Unprocessable
-from backend.labelstudio.label_config import choose_output, parse_label_config
 from backend.interactive.prompts import parse_context
-from tests.http.conftest import sample
+from backend.labelstudio.label_config import choose_output, parse_label_config
+from tests.support.samples import sample
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 MULTI = sample("ui_multi_click_task4.json")

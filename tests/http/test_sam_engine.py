@@ -14,8 +14,10 @@ import pytest
 from backend.interactive.prompts import parse_context
 from sam_model.checkpoint import load_sam
 from sam_model.predictor import SamPredictor
-from tests.http.conftest import SAMPLE_IMAGES, ls_env, sample, scene
 from tests.http.test_protocol import brush_mask, click, predict_body, task_of
+from tests.support.fake_ls import ls_env
+from tests.support.images import scene
+from tests.support.samples import SAMPLE_IMAGES, sample
 from tests.support.torch_threads import torch_threads
 
 

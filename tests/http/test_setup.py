@@ -18,7 +18,7 @@ import pytest
 from backend.labelstudio.address import SETUP_TTL_S
 from backend.settings import Settings
 from backend.web.app import build_backend, create_app
-from tests.http.conftest import LS_TOKEN, sample
+from tests.support.samples import LS_TOKEN, sample
 from tests.support.server_log import answering_pids
 
 SECRET = "configuredsecret0123456789abcdef01234567"  # LABEL_STUDIO_API_KEY in these tests

@@ -18,8 +18,9 @@ import pytest
 
 from backend.settings import Settings
 from backend.web.app import create_app
-from tests.http.conftest import LS_TOKEN, png, scene
 from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.images import png, scene
+from tests.support.samples import LS_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ('<View><Image name="image" value="$image"/>'

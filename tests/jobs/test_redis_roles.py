@@ -17,10 +17,11 @@ import redis
 
 from backend.settings import Settings
 from backend.web.app import create_app
-from tests.http.conftest import LS_TOKEN, png, scene
 from tests.jobs.test_auto_annotate_jobs import CONFIG, ROOT, Workers
 from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.images import png, scene
 from tests.support.redis_server import RedisServer
+from tests.support.samples import LS_TOKEN
 
 RUN_TASKS = list(range(1, 26))
 NEVER_EVICTS = ("--maxmemory-policy", "noeviction", "--appendonly", "yes")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.http.conftest import redis_server, start_backend  # noqa: F401 - shared module-scoped fixtures
+from tests.http.conftest import redis_server, start_backend  # noqa: F401 - module-scoped fixtures shared with this folder
 from tests.support.net import Tripwire
 
 

@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.http.conftest import LS_TOKEN, REPO, Backend, png, sample, scene
 from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.images import png, scene
+from tests.support.samples import LS_TOKEN, sample
+from tests.support.servers import REPO, Backend
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 W, H = 160, 120

@@ -37,9 +37,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backend.web.openapi import openapi_spec
-from tests.http.conftest import LS_TOKEN, png, sample, scene
 from tests.reliability.test_bad_inputs import leaf_paths, replaced
 from tests.support.fake_ls import FakeLabelStudioAPI
+from tests.support.images import png, scene
+from tests.support.samples import LS_TOKEN, sample
 
 EXAMPLES = 25
 CONFIG = sample("predict_interactive_request.json")["label_config"]

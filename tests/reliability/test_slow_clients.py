@@ -32,7 +32,9 @@ from backend.web.server import (
     serve_once,
     shed_connections,
 )
-from tests.http.conftest import LS_TOKEN, free_port, png, sample, scene
+from tests.support.images import png, scene
+from tests.support.net import free_port
+from tests.support.samples import LS_TOKEN, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 THREADS = 8
