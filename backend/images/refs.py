@@ -1,7 +1,7 @@
 """Turn a task's image value into an ImageRef: what to fetch and a stable cache key. No I/O
 except local-file path checks.
 
-Kinds (Label Studio 1.23 task data, see ../shared/DESIGN.md):
+Kinds (Label Studio 1.23 task data, as in tests/fixtures/ls-samples):
 - "ls":    a path on the LS host (`/data/upload/1/x.png`, `/storage-data/uploaded/?filepath=..`,
            a `/data/local-files/?d=..` when no local root is configured), joined with the LS base URL
            (the fetcher refuses LS paths that are not media paths, e.g. `/api/...`, with a 400);
