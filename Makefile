@@ -33,6 +33,8 @@ run: $(VENV)/.runtime-stamp
 test: $(VENV)/.test-stamp system-packages
 	bash tests/integration/install_label_studio.sh
 	bash tests/e2e/install_browser.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	REQUIRE_LABEL_STUDIO=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 checkpoint: $(VENV)/.runtime-stamp

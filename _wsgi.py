@@ -1,4 +1,5 @@
 """Entry point: gunicorn serves `_wsgi:app` (see gunicorn.conf.py); `python _wsgi.py` runs Flask's dev server."""
+
 from backend.web.app import create_app
 
 app = create_app()

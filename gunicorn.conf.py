@@ -6,6 +6,7 @@ its I/O thread buffers whole requests, so slow clients never hold one of the THR
 threads, which share the worker's one model. The timeout is the worker heartbeat (the I/O
 loop beats every second, whatever the requests do), above LS's 100 s /predict timeout.
 """
+
 from backend.settings import Settings
 
 _settings = Settings.from_env()

@@ -6,6 +6,7 @@ in this process with --local or without Redis. Both refuse a queue Redis that ma
 backend/autoannotate/runs.py).
 It exits 1 when any task failed, after listing them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     which = run.add_mutually_exclusive_group(required=True)
     which.add_argument("--tasks", help="comma-separated task ids, e.g. 1,2,3")
     which.add_argument("--all", action="store_true", help="every task of the project")
-    run.add_argument("--mode", choices=("masks", "embeddings"), default="masks",
-                     help="embeddings: only warm the cache so the first clicks are instant")
+    run.add_argument(
+        "--mode",
+        choices=("masks", "embeddings"),
+        default="masks",
+        help="embeddings: only warm the cache so the first clicks are instant",
+    )
     run.add_argument("--output", choices=("brush", "polygon", "rectangle"))
     run.add_argument("--label")
     run.add_argument("--max-masks", type=int)
-    run.add_argument("--options", default="{}", help='more AMG options as JSON, e.g. \'{"points_per_side": 16}\'')
+    run.add_argument("--options", default="{}", help="more AMG options as JSON, e.g. '{\"points_per_side\": 16}'")
     run.add_argument("--local", action="store_true", help="label in this process instead of RQ workers")
     return parser
 
@@ -51,7 +56,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     try:
         options = json.loads(args.options)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--options is not valid JSON: {exc}")
+        raise SystemExit(f"--options is not valid JSON: {exc}") from None
     options["mode"] = args.mode
     for name in ("output", "label", "max_masks"):
         if getattr(args, name) is not None:

@@ -7,6 +7,7 @@ large ones, heap trimming for the rest) and the next request faults every page i
 (bench/bench_allocator.py). Raising the mmap and trim thresholds keeps up to
 CPU_MEMORY_KEEP_MB of freed memory for reuse instead. Not glibc (musl, macOS): nothing to do.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """Errors a user can cause or meet, each carrying its HTTP status, the cause and the fix."""
+
 from __future__ import annotations
 
 
@@ -11,8 +12,15 @@ class BackendError(Exception):
     # auto-annotate jobs retry those and fail the others at once.
     retryable = False
 
-    def __init__(self, message: str, fix: str = "", *, status: int | None = None, code: str | None = None,
-                 retryable: bool | None = None):
+    def __init__(
+        self,
+        message: str,
+        fix: str = "",
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.fix = fix

@@ -4,6 +4,7 @@ Each app gets its own registry, so two apps in one test process never collide. W
 gunicorn workers each worker reports its own counters (scrape through a per-worker port or
 run WORKERS=1 with THREADS>1, the recommended shape for one model per process anyway).
 """
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -20,22 +21,39 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # resident memory and CPU: what a loaded model costs
-        self.requests = Counter("sam_requests_total", "HTTP requests by route and outcome", ["route", "outcome"], registry=r)
-        self.request_seconds = Histogram("sam_request_seconds", "HTTP request latency", ["route", "outcome"],
-                                         buckets=_LATENCY_BUCKETS, registry=r)
-        self.cache = Counter("sam_embedding_cache_total",
-                             "Embedding lookups by level: local/redis are hits, computed is a miss",
-                             ["level", "source"], registry=r)
-        self.cache_rejected = Counter("sam_cache_rejected_total",
-                                      "Redis cache values refused as unusable (corrupt, wrong model, shape or dtype) "
-                                      "and recomputed", ["kind"], registry=r)
-        self.refine = Counter("sam_refine_logits_total", "Previous-click logits lookups for refinement", ["found"], registry=r)
-        self.encoder_seconds = Histogram("sam_encoder_seconds", "Image encoder time", buckets=_LATENCY_BUCKETS, registry=r)
-        self.decoder_seconds = Histogram("sam_decoder_seconds", "Mask decoder time", buckets=_LATENCY_BUCKETS, registry=r)
-        self.fetch_seconds = Histogram("sam_image_fetch_seconds", "Image download and decode time",
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.warmup_dropped = Counter("sam_warmup_dropped_total", "Warm-up requests dropped because the queue was full",
-                                      registry=r)
+        self.requests = Counter(
+            "sam_requests_total", "HTTP requests by route and outcome", ["route", "outcome"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "sam_request_seconds", "HTTP request latency", ["route", "outcome"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.cache = Counter(
+            "sam_embedding_cache_total",
+            "Embedding lookups by level: local/redis are hits, computed is a miss",
+            ["level", "source"],
+            registry=r,
+        )
+        self.cache_rejected = Counter(
+            "sam_cache_rejected_total",
+            "Redis cache values refused as unusable (corrupt, wrong model, shape or dtype) and recomputed",
+            ["kind"],
+            registry=r,
+        )
+        self.refine = Counter(
+            "sam_refine_logits_total", "Previous-click logits lookups for refinement", ["found"], registry=r
+        )
+        self.encoder_seconds = Histogram(
+            "sam_encoder_seconds", "Image encoder time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.decoder_seconds = Histogram(
+            "sam_decoder_seconds", "Mask decoder time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.fetch_seconds = Histogram(
+            "sam_image_fetch_seconds", "Image download and decode time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.warmup_dropped = Counter(
+            "sam_warmup_dropped_total", "Warm-up requests dropped because the queue was full", registry=r
+        )
         self.warmup_done = Counter("sam_warmup_done_total", "Warm-up items worked", ["ok"], registry=r)
         self.warmup_depth = Gauge("sam_warmup_queue_depth", "Warm-up items waiting", registry=r)
 

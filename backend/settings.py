@@ -4,11 +4,12 @@ Modules take plain arguments; only the wiring (app, worker, CLI) passes `Setting
 to them, so each module stays testable without touching the environment. Every field here
 has a row in the README's configuration table.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 
 def _bool(raw: str) -> bool:
@@ -79,7 +80,7 @@ class Settings:
         return self.queue_redis_url or self.redis_url
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every field from its upper-case environment variable; bad values fail loudly."""
         env = os.environ if environ is None else environ
         values = {}

@@ -4,6 +4,7 @@ Huge ints, NaN and Infinity (Python's json accepts all three) must never reach n
 or OpenCV, where they overflow or poison a computation: prompts, auto-annotate options and
 routes all convert through `number`. No Flask here: RQ workers validate run options too.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,14 @@ def number(value: Any, what: str, low: float, high: float, *, whole: bool = Fals
         raise BadRequest(f"{what} must be a number, got {type(value).__name__}", f"send a number in [{low}, {high}]")
     finite = isinstance(value, int) or math.isfinite(value)
     if not finite or not low <= value <= high:
-        raise BadRequest(f"{what} must be a finite number in [{low}, {high}]; {_short(value)} is outside that",
-                         f"send a number in [{low}, {high}]")
+        raise BadRequest(
+            f"{what} must be a finite number in [{low}, {high}]; {_short(value)} is outside that",
+            f"send a number in [{low}, {high}]",
+        )
     if whole and not float(value).is_integer():
-        raise BadRequest(f"{what} must be an integer (a whole number), got {_short(value)}",
-                         f"send an integer in [{low}, {high}]")
+        raise BadRequest(
+            f"{what} must be an integer (a whole number), got {_short(value)}", f"send an integer in [{low}, {high}]"
+        )
     return float(value)
 
 

@@ -4,6 +4,7 @@ Every process that serves the model builds it here: gunicorn workers (backend.we
 workers (backend.autoannotate.worker) and the CLI. This is the one place besides the
 entry points that reads Settings; the modules it wires take plain values. No Flask, no RQ.
 """
+
 from __future__ import annotations
 
 from backend.allocator import keep_freed_memory
@@ -30,18 +31,38 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
     metrics = Metrics()
     spec = spec_for(engine) if engine is not None else engine_spec(settings)
     serving = ServingEngine(spec, on_encode=metrics.encoder_seconds.observe, on_decode=metrics.decoder_seconds.observe)
-    cache = EmbeddingCache(settings.embedding_cache_mb * 2**20, settings.redis_url, ttl_s=settings.embedding_ttl_s,
-                           lock_timeout_s=settings.embedding_lock_timeout_s, check=serving.check_embedding,
-                           max_pixels=settings.max_image_pixels,
-                           on_reject=metrics.cache_rejected.labels(kind="embedding").inc)
-    logits = LogitsStore(LOGITS_LOCAL_BYTES, settings.redis_url, ttl_s=settings.logits_ttl_s,
-                         on_reject=metrics.cache_rejected.labels(kind="logits").inc)
+    cache = EmbeddingCache(
+        settings.embedding_cache_mb * 2**20,
+        settings.redis_url,
+        ttl_s=settings.embedding_ttl_s,
+        lock_timeout_s=settings.embedding_lock_timeout_s,
+        check=serving.check_embedding,
+        max_pixels=settings.max_image_pixels,
+        on_reject=metrics.cache_rejected.labels(kind="embedding").inc,
+    )
+    logits = LogitsStore(
+        LOGITS_LOCAL_BYTES,
+        settings.redis_url,
+        ttl_s=settings.logits_ttl_s,
+        on_reject=metrics.cache_rejected.labels(kind="logits").inc,
+    )
     images = LabelStudioImages(settings)
-    limits = Limits(settings.max_prompt_points, settings.max_prompt_boxes, settings.max_tasks_per_request,
-                    cold_clicks=cold_slots_for(settings.threads))
+    limits = Limits(
+        settings.max_prompt_points,
+        settings.max_prompt_boxes,
+        settings.max_tasks_per_request,
+        cold_clicks=cold_slots_for(settings.threads),
+    )
     backend = SamBackend(
-        serving, cache, logits, images, mask_to_regions, metrics, limits,
-        warm_queue_size=settings.warm_queue_size, warm_on_predict=settings.warm_on_predict,
+        serving,
+        cache,
+        logits,
+        images,
+        mask_to_regions,
+        metrics,
+        limits,
+        warm_queue_size=settings.warm_queue_size,
+        warm_on_predict=settings.warm_on_predict,
         region_options={"tolerance_px": settings.polygon_tolerance_px, "min_area_px": settings.polygon_min_area_px},
     )
     return backend, images
@@ -50,7 +71,10 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
 def label_studio_client(settings: Settings) -> LabelStudioClient:
     """The client auto-annotate uses to read tasks and post predictions (needs LABEL_STUDIO_URL and a key)."""
     if not settings.label_studio_url or not settings.label_studio_api_key:
-        raise BadRequest("auto-annotate needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY",
-                         "set both for the backend and its workers (Account & Settings -> Access Token in LS)")
-    return LabelStudioClient(settings.label_studio_url, api_key=settings.label_studio_api_key,
-                             timeout=settings.fetch_timeout_s)
+        raise BadRequest(
+            "auto-annotate needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY",
+            "set both for the backend and its workers (Account & Settings -> Access Token in LS)",
+        )
+    return LabelStudioClient(
+        settings.label_studio_url, api_key=settings.label_studio_api_key, timeout=settings.fetch_timeout_s
+    )

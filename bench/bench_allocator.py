@@ -8,6 +8,7 @@ dynamic mmap threshold included), "kept" calls `backend.allocator.keep_freed_mem
 first, as every serving process does at start. Same random weights and embedding in
 both; prints the median click and the minor page faults per click of each setting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,14 +67,29 @@ def main() -> int:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
     for _ in range(args.rounds):
         for name, keep_mb in settings.items():
-            out = subprocess.run([sys.executable, __file__, "--model", args.model, "--clicks", str(args.clicks),
-                                  "--child", str(keep_mb)], capture_output=True, text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--clicks",
+                    str(args.clicks),
+                    "--child",
+                    str(keep_mb),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             runs[name].append((float(out[0]), float(out[1])))
             print(f"{name:8s} {float(out[0]) * 1000:6.1f} ms, {float(out[1]):7.0f} page faults per click", flush=True)
     medians = {name: statistics.median(s for s, _ in r) for name, r in runs.items()}
     for name, r in runs.items():
-        print(f"{name:8s} median of {len(r)} processes: {medians[name] * 1000:.1f} ms per click, "
-              f"{statistics.median(f for _, f in r):.0f} page faults per click")
+        print(
+            f"{name:8s} median of {len(r)} processes: {medians[name] * 1000:.1f} ms per click, "
+            f"{statistics.median(f for _, f in r):.0f} page faults per click"
+        )
     print(f"kept vs default: {medians['default'] / medians['kept']:.2f}x faster")
     return 0
 

@@ -23,6 +23,7 @@ and IoU, holes and islands) behind our predictor, default settings: masks lost/g
 IoU; plus, over all candidates, the error of the low-res stability estimate and how many
 masks exact mode keeps that fast mode's pre-filter would drop, per threshold.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,10 @@ from sam_model.amg.grid import point_grid  # noqa: E402
 from sam_model.transforms import scale_coords  # noqa: E402
 from tests.support.disc_model import disc_model  # noqa: E402
 
-THRESHOLDS = {"default": dict(pred_iou_thresh=0.88, stability_score_thresh=0.95), "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
+THRESHOLDS = {
+    "default": dict(pred_iou_thresh=0.88, stability_score_thresh=0.95),
+    "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),
+}
 
 
 def synthetic_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -120,12 +124,16 @@ def match(a: list[dict], b: list[dict]) -> list[float]:
     return out
 
 
-def speed(ref: Any, predictor: Any, image: np.ndarray, embedding: Any, pps: int, thr: str, max_batches: int | None) -> dict:
+def speed(
+    ref: Any, predictor: Any, image: np.ndarray, embedding: Any, pps: int, thr: str, max_batches: int | None
+) -> dict:
     grid = point_grid(pps)
     if max_batches is not None:
         grid = grid[: 64 * max_batches]
     n_batches = -(-len(grid) // 64)
-    settings = dict(points_per_side=None, point_grids=[grid], points_per_batch=64, output_mode="coco_rle", **THRESHOLDS[thr])
+    settings = dict(
+        points_per_side=None, point_grids=[grid], points_per_batch=64, output_mode="coco_rle", **THRESHOLDS[thr]
+    )
     row: dict[str, Any] = {"points_per_side": pps, "thresholds": thr, "points": len(grid), "batches": n_batches}
     t_ref, out_ref = timed(lambda: official_generator(ref, embedding, **settings).generate(image))
     row["reference_s"], row["reference_masks"] = t_ref, len(out_ref)
@@ -166,7 +174,11 @@ def agreement(predictor: Any, images: list[np.ndarray], pps: int) -> dict:
         exact = exact_gen.generate(image, embedding=emb)
         fast = AutomaticMaskGenerator(predictor, mode="fast", **default).generate(image, embedding=emb)
         pairs = match(fast, exact)
-        exact_total, lost, gained = exact_total + len(exact), lost + len(exact) - len(pairs), gained + len(fast) - len(pairs)
+        exact_total, lost, gained = (
+            exact_total + len(exact),
+            lost + len(exact) - len(pairs),
+            gained + len(fast) - len(pairs),
+        )
         matched += pairs
         h, w = emb.original_size
         points = scale_coords(point_grid(pps) * np.array([w, h]), emb.original_size, emb.input_size)
@@ -188,7 +200,12 @@ def agreement(predictor: Any, images: list[np.ndarray], pps: int) -> dict:
     out = {
         "images": len(images),
         "points_per_side": pps,
-        "default_settings": {"exact_masks": exact_total, "lost": lost, "gained": gained, "mean_matched_iou": float(np.mean(matched)) if matched else None},
+        "default_settings": {
+            "exact_masks": exact_total,
+            "lost": lost,
+            "gained": gained,
+            "mean_matched_iou": float(np.mean(matched)) if matched else None,
+        },
         "candidates": len(ex),
         "low_res_stability_abs_err_mean": float(gap.mean()),
         "low_res_stability_abs_err_p99": float(np.quantile(gap, 0.99)),
@@ -223,7 +240,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; load {os.getloadavg()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; load {os.getloadavg()}"
+    )
     ref, predictor = models(args.model)
     image = synthetic_image(768, 1024, seed=0)
     with torch.inference_mode():
@@ -236,7 +255,11 @@ def main() -> None:
     print(f"load after: {os.getloadavg()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "quick": args.quick, "encoder_s": t_enc, "cases": rows, "agreement": agree}, f, indent=1)
+            json.dump(
+                {"model": args.model, "quick": args.quick, "encoder_s": t_enc, "cases": rows, "agreement": agree},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ weights: official `SamPredictor.predict` (three candidates, all upscaled) + the 
 annotator's image came in between (`set_image` again: it caches one image per process).
 Random weights give noisy masks, so both RLE encoders work harder than on real masks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,25 +43,45 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.samples import LS_TOKEN  # noqa: E402
 from tests.support.servers import Backend  # noqa: E402
 
-CONFIG = ('<View><Image name="image" value="$image"/>'
-          '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
-          '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels>'
-          '<RectangleLabels name="box" toName="image" smart="true"><Label value="Object"/></RectangleLabels></View>')
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
+    '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels>'
+    '<RectangleLabels name="box" toName="image" smart="true"><Label value="Object"/></RectangleLabels></View>'
+)
 SIZES = [(1500, 1000), (4000, 3000)]
 POINT = (40.0, 45.0)  # percent
 BOX = (25.0, 30.0, 30.0, 35.0)  # x, y, width, height percent
 
 
 def body(path: str, width: int, height: int, with_box: bool) -> dict:
-    regions = [{"type": "keypointlabels", "from_name": "kp", "to_name": "image", "original_width": width,
-                "original_height": height, "value": {"x": POINT[0], "y": POINT[1], "keypointlabels": ["Object"]}}]
+    regions = [
+        {
+            "type": "keypointlabels",
+            "from_name": "kp",
+            "to_name": "image",
+            "original_width": width,
+            "original_height": height,
+            "value": {"x": POINT[0], "y": POINT[1], "keypointlabels": ["Object"]},
+        }
+    ]
     if with_box:
         x, y, w, h = BOX
-        regions.append({"type": "rectanglelabels", "from_name": "box", "to_name": "image", "original_width": width,
-                        "original_height": height,
-                        "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": ["Object"]}})
-    return {"tasks": [{"id": 1, "data": {"image": path}}], "label_config": CONFIG,
-            "params": {"context": {"result": regions}}}
+        regions.append(
+            {
+                "type": "rectanglelabels",
+                "from_name": "box",
+                "to_name": "image",
+                "original_width": width,
+                "original_height": height,
+                "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": ["Object"]},
+            }
+        )
+    return {
+        "tasks": [{"id": 1, "data": {"image": path}}],
+        "label_config": CONFIG,
+        "params": {"context": {"result": regions}},
+    }
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -91,7 +112,9 @@ def reference_click(ref: RefPredictor, width: int, height: int, with_box: bool) 
     if with_box:
         x, y, w, h = BOX
         box = np.array([x / 100 * width, y / 100 * height, (x + w) / 100 * width, (y + h) / 100 * height])
-    masks, scores, _ = ref.predict(point_coords=point, point_labels=np.array([1]), box=box, multimask_output=not with_box)
+    masks, scores, _ = ref.predict(
+        point_coords=point, point_labels=np.array([1]), box=box, multimask_output=not with_box
+    )
     predicted = time.perf_counter()
     mask2rle((masks[int(np.argmax(scores))] * 255).astype(np.uint8))
     return predicted - started, time.perf_counter() - predicted
@@ -102,8 +125,11 @@ def main() -> int:
     parser.add_argument("--model", default="vit_b", choices=("vit_b", "vit_l", "vit_h", "tiny"))
     parser.add_argument("--clicks", type=int, default=5, help="timed cache-hit clicks per case and side")
     args = parser.parse_args()
-    print(f"model {args.model} (random weights), torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"model {args.model} (random weights), torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     images = {size: scene(*size, [(POINT[0], POINT[1], min(size) // 5)], seed=size[0]) for size in SIZES}
     rows = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
@@ -113,10 +139,19 @@ def main() -> int:
         ls = FakeLabelStudio()
         for (w, h), image in images.items():
             ls.add(f"/data/upload/1/bench_{w}x{h}.png", image)
-        backend = Backend({"SAM_ENGINE": "sam", "SAM_MODEL": args.model, "SAM_CHECKPOINT": str(checkpoint),
-                           "REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
-                           "THREADS": "2", "OMP_NUM_THREADS": str(torch.get_num_threads())},  # as the reference has
-                          Path(tmp) / "gunicorn.log")
+        backend = Backend(
+            {
+                "SAM_ENGINE": "sam",
+                "SAM_MODEL": args.model,
+                "SAM_CHECKPOINT": str(checkpoint),
+                "REDIS_URL": redis_server.url,
+                "LABEL_STUDIO_URL": ls.url,
+                "LABEL_STUDIO_API_KEY": LS_TOKEN,
+                "THREADS": "2",
+                "OMP_NUM_THREADS": str(torch.get_num_threads()),
+            },  # as the reference has
+            Path(tmp) / "gunicorn.log",
+        )
         ref = RefPredictor(official)
         try:
             for (w, h), image in images.items():
@@ -129,19 +164,35 @@ def main() -> int:
                     hot = [reference_click(ref, w, h, with_box) for _ in range(args.clicks)]
                     predict = statistics.median(p for p, _ in hot)
                     rle = statistics.median(r for _, r in hot)
-                    rows.append((f"{w}x{h}", "point+box" if with_box else "point (best of 3)",
-                                 statistics.median(ours), predict, rle, miss, ref_cold))
-                    print(f"{rows[-1][0]} {rows[-1][1]}: ours hit {rows[-1][2] * 1000:.0f} ms, reference hot "
-                          f"{predict * 1000:.0f} ms predict + {rle * 1000:.0f} ms mask2rle", flush=True)
+                    rows.append(
+                        (
+                            f"{w}x{h}",
+                            "point+box" if with_box else "point (best of 3)",
+                            statistics.median(ours),
+                            predict,
+                            rle,
+                            miss,
+                            ref_cold,
+                        )
+                    )
+                    print(
+                        f"{rows[-1][0]} {rows[-1][1]}: ours hit {rows[-1][2] * 1000:.0f} ms, reference hot "
+                        f"{predict * 1000:.0f} ms predict + {rle * 1000:.0f} ms mask2rle",
+                        flush=True,
+                    )
         finally:
             backend.stop()
             ls.close()
-    print("\n| image | prompt | ours, cache hit (HTTP, RLE, JSON) | reference, same image: predict + mask2rle "
-          "| ratio | ratio, reference predict only | ours, first click | reference, image changed | ratio vs our hit |")
+    print(
+        "\n| image | prompt | ours, cache hit (HTTP, RLE, JSON) | reference, same image: predict + mask2rle "
+        "| ratio | ratio, reference predict only | ours, first click | reference, image changed | ratio vs our hit |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for size, prompt, ours, predict, rle, miss, cold in rows:
-        print(f"| {size} | {prompt} | {ours * 1000:.0f} ms | {predict * 1000:.0f} + {rle * 1000:.0f} ms "
-              f"| {(predict + rle) / ours:.1f}x | {predict / ours:.1f}x | {miss:.1f} s | {cold:.1f} s | {cold / ours:.0f}x |")
+        print(
+            f"| {size} | {prompt} | {ours * 1000:.0f} ms | {predict * 1000:.0f} + {rle * 1000:.0f} ms "
+            f"| {(predict + rle) / ours:.1f}x | {predict / ours:.1f}x | {miss:.1f} s | {cold:.1f} s | {cold / ours:.0f}x |"
+        )
     return 0
 
 

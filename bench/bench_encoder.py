@@ -8,6 +8,7 @@ and min seconds, the speed ratio, the max abs difference of the embeddings and, 
 int8-vs-fp32 fidelity: the IoU of decoder masks (same prompts) from the two embeddings.
 The official model needs the test-only torchvision stand-in (tests/oracle_stubs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,9 @@ def child(impl: str, model_type: str, ckpt: str, out: str) -> None:
 def run_child(impl: str, model_type: str, ckpt: str, out: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", impl, "--model", model_type, "--ckpt", ckpt, "--out", out],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -103,8 +106,10 @@ def main() -> None:
         return
 
     impls = ["ref", "ours"] + (["ours_int8"] if args.int8 else [])
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, f"{args.model}_random.pth")
         random_official(args.model, ckpt)
@@ -113,20 +118,27 @@ def main() -> None:
             for impl in impls:
                 res = run_child(impl, args.model, ckpt, os.path.join(tmp, f"{impl}.pt"))
                 results[impl].append(res)
-                print(f"round {r} {impl:9s} {res['seconds']:.2f} s, encode +{res['encode_rss_bytes'] / 2**20:.0f} MiB, "
-                      f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+                print(
+                    f"round {r} {impl:9s} {res['seconds']:.2f} s, encode +{res['encode_rss_bytes'] / 2**20:.0f} MiB, "
+                    f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB",
+                    flush=True,
+                )
         emb = {i: torch.load(os.path.join(tmp, f"{i}.pt")) for i in impls}
         med = {i: statistics.median(x["seconds"] for x in results[i]) for i in impls}
         for impl in impls:
             secs = [x["seconds"] for x in results[impl]]
-            print(f"{impl:9s} median {med[impl]:.2f} s, min {min(secs):.2f} s, "
-                  f"speed-up vs ref x{med['ref'] / med[impl]:.2f}, "
-                  f"max |emb - ref| {(emb[impl] - emb['ref']).abs().max().item():.2e}")
+            print(
+                f"{impl:9s} median {med[impl]:.2f} s, min {min(secs):.2f} s, "
+                f"speed-up vs ref x{med['ref'] / med[impl]:.2f}, "
+                f"max |emb - ref| {(emb[impl] - emb['ref']).abs().max().item():.2e}"
+            )
         if args.int8:
             ious = mask_iou_int8_vs_fp32(args.model, ckpt, emb["ours"], emb["ours_int8"])
-            print(f"int8 vs fp32 decoder mask IoU over {len(ious)} masks: mean {statistics.mean(ious):.4f}, "
-                  f"min {min(ious):.4f}; embedding rel. error "
-                  f"{((emb['ours_int8'] - emb['ours']).norm() / emb['ours'].norm()).item():.4f}")
+            print(
+                f"int8 vs fp32 decoder mask IoU over {len(ious)} masks: mean {statistics.mean(ious):.4f}, "
+                f"min {min(ious):.4f}; embedding rel. error "
+                f"{((emb['ours_int8'] - emb['ours']).norm() / emb['ours'].norm()).item():.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Printed: click latency p50/p95/p99 for cache hits (every click after a task's fi
 the first click on each task and its encoder wait (first-click latency minus the median hit
 latency: time spent waiting for the image's first encode), and throughput.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,11 +103,15 @@ class Report:
 
     @property
     def errors(self) -> list[str]:
-        return [f"annotator {o.annotator} #{o.index} {o.action.kind} task {o.action.task}: {o.status} {o.error}"
-                for o in self.outcomes if o.error or o.status != 200]
+        return [
+            f"annotator {o.annotator} #{o.index} {o.action.kind} task {o.action.task}: {o.status} {o.error}"
+            for o in self.outcomes
+            if o.error or o.status != 200
+        ]
 
 
 # ---- the scenario ------------------------------------------------------------------------------
+
 
 def blobs_of(image_index: int) -> list[tuple[float, float, float]]:
     """Objects (x%, y%, radius px) drawn in image `image_index`; clicks land on them."""
@@ -123,9 +128,18 @@ def task_of(index: int) -> dict:
 
 
 def keypoint(cfg: LoadConfig, x: float, y: float, positive: bool, n: int) -> dict:
-    return {"original_width": cfg.width, "original_height": cfg.height, "image_rotation": 0,
-            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]}, "is_positive": positive,
-            "id": f"kp{n}", "from_name": "tag2", "to_name": "image", "type": "keypointlabels", "origin": "manual"}
+    return {
+        "original_width": cfg.width,
+        "original_height": cfg.height,
+        "image_rotation": 0,
+        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
+        "is_positive": positive,
+        "id": f"kp{n}",
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+        "origin": "manual",
+    }
 
 
 def plan(cfg: LoadConfig, annotator: int) -> list[Action]:
@@ -134,7 +148,7 @@ def plan(cfg: LoadConfig, annotator: int) -> list[Action]:
     tasks = rng.sample(range(cfg.images), min(cfg.tasks_per_annotator, cfg.images))
     per_task = [cfg.clicks // len(tasks) + (1 if i < cfg.clicks % len(tasks) else 0) for i in range(len(tasks))]
     actions: list[Action] = []
-    for task, n_clicks in zip(tasks, per_task):
+    for task, n_clicks in zip(tasks, per_task, strict=True):
         actions.append(Action("open", task, rng.uniform(cfg.think_min_s, cfg.think_max_s)))
         context: list[dict] = []
         blobs = blobs_of(task)
@@ -146,18 +160,24 @@ def plan(cfg: LoadConfig, annotator: int) -> list[Action]:
             else:  # refine: a positive point near the object or a negative one away from it
                 positive = rng.random() < 0.5
                 bx, by, _ = blobs[0] if positive else blobs[-1]
-                point = keypoint(cfg, min(99, max(1, bx + rng.uniform(-2, 2))), min(99, max(1, by + rng.uniform(-2, 2))),
-                                 positive, n)
+                point = keypoint(
+                    cfg, min(99, max(1, bx + rng.uniform(-2, 2))), min(99, max(1, by + rng.uniform(-2, 2))), positive, n
+                )
             context.append(point)
-            actions.append(Action("click", task, rng.uniform(cfg.think_min_s, cfg.think_max_s), tuple(context),
-                                  first=(n == 0)))
+            actions.append(
+                Action("click", task, rng.uniform(cfg.think_min_s, cfg.think_max_s), tuple(context), first=(n == 0))
+            )
     return actions
 
 
 def body_of(cfg: LoadConfig, action: Action) -> dict:
     context = {"result": list(action.context)} if action.kind == "click" else None
-    return {"tasks": [task_of(action.task)], "project": "1.1", "label_config": CONFIG,
-            "params": {"login": None, "password": None, "context": context}}
+    return {
+        "tasks": [task_of(action.task)],
+        "project": "1.1",
+        "label_config": CONFIG,
+        "params": {"login": None, "password": None, "context": context},
+    }
 
 
 def send(url: str, cfg: LoadConfig, action: Action, outcome: Outcome, session: requests.Session) -> None:
@@ -175,8 +195,9 @@ def send(url: str, cfg: LoadConfig, action: Action, outcome: Outcome, session: r
     outcome.seconds = time.perf_counter() - started
 
 
-def run_annotator(url: str, cfg: LoadConfig, annotator: int, actions: list[Action], out: list[Outcome],
-                  start: threading.Barrier) -> None:
+def run_annotator(
+    url: str, cfg: LoadConfig, annotator: int, actions: list[Action], out: list[Outcome], start: threading.Barrier
+) -> None:
     session = requests.Session()
     start.wait()
     for index, action in enumerate(actions):
@@ -204,6 +225,7 @@ def replay_alone(url: str, cfg: LoadConfig, plans: list[list[Action]]) -> dict[t
 
 # ---- the stack ---------------------------------------------------------------------------------
 
+
 def tiny_checkpoint(directory: Path) -> str:
     import torch
 
@@ -217,9 +239,15 @@ def tiny_checkpoint(directory: Path) -> str:
 
 def metrics_of(url: str) -> dict[str, float]:
     """The sums of a few /metrics samples (cache levels per source, encoder/decoder counts)."""
-    wanted = ("sam_embedding_cache_total", "sam_encoder_seconds_count", "sam_encoder_seconds_sum",
-              "sam_decoder_seconds_count", "sam_decoder_seconds_sum", "sam_warmup_dropped_total",
-              "sam_refine_logits_total")
+    wanted = (
+        "sam_embedding_cache_total",
+        "sam_encoder_seconds_count",
+        "sam_encoder_seconds_sum",
+        "sam_decoder_seconds_count",
+        "sam_decoder_seconds_sum",
+        "sam_warmup_dropped_total",
+        "sam_refine_logits_total",
+    )
     found: dict[str, float] = {}
     for line in requests.get(url + "/metrics", timeout=30).text.splitlines():
         if line.startswith(wanted):
@@ -233,9 +261,18 @@ def run_load(cfg: LoadConfig, workdir: Path, log=print) -> Report:
     ls = FakeServer()
     for i in range(cfg.images):
         image = scene(cfg.width, cfg.height, blobs_of(i), seed=i)
-        ls.routes[image_path(i)] = requires_token(f"Token {LS_TOKEN}", lambda req, b=png(image): (200, {"Content-Type": "image/png"}, b))
-    env = {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN, "SAM_ENGINE": cfg.engine,
-           "WORKERS": str(cfg.workers), "THREADS": str(cfg.threads), "LOG_LEVEL": "WARNING"}
+        body = png(image)
+        ls.routes[image_path(i)] = requires_token(
+            f"Token {LS_TOKEN}", lambda req, b=body: (200, {"Content-Type": "image/png"}, b)
+        )
+    env = {
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": LS_TOKEN,
+        "SAM_ENGINE": cfg.engine,
+        "WORKERS": str(cfg.workers),
+        "THREADS": str(cfg.threads),
+        "LOG_LEVEL": "WARNING",
+    }
     if cfg.engine == "sam":
         env.update(SAM_MODEL=cfg.sam_model, SAM_CHECKPOINT=cfg.checkpoint or tiny_checkpoint(workdir))
     plans = [plan(cfg, a) for a in range(cfg.annotators)]
@@ -253,8 +290,10 @@ def run_load(cfg: LoadConfig, workdir: Path, log=print) -> Report:
         log(f"{cfg.annotators} annotators x {cfg.clicks} clicks ({cfg.engine}) ...")
         outcomes: list[Outcome] = []
         barrier = threading.Barrier(cfg.annotators + 1)
-        threads = [threading.Thread(target=run_annotator, args=(server.url, cfg, a, plans[a], outcomes, barrier))
-                   for a in range(cfg.annotators)]
+        threads = [
+            threading.Thread(target=run_annotator, args=(server.url, cfg, a, plans[a], outcomes, barrier))
+            for a in range(cfg.annotators)
+        ]
         for thread in threads:
             thread.start()
         barrier.wait()
@@ -269,9 +308,11 @@ def run_load(cfg: LoadConfig, workdir: Path, log=print) -> Report:
         for o in report.clicks:
             key = (o.annotator, o.index)
             if o.status == 200 and not (o.rle == before[key] == after[key]):
-                report.mismatches.append(f"annotator {o.annotator} click #{o.index} (task {o.action.task}): "
-                                         f"load {'==' if o.rle == before[key] else '!='} before, "
-                                         f"{'==' if o.rle == after[key] else '!='} after")
+                report.mismatches.append(
+                    f"annotator {o.annotator} click #{o.index} (task {o.action.task}): "
+                    f"load {'==' if o.rle == before[key] else '!='} before, "
+                    f"{'==' if o.rle == after[key] else '!='} after"
+                )
     finally:
         for server in servers:
             server.stop()
@@ -281,6 +322,7 @@ def run_load(cfg: LoadConfig, workdir: Path, log=print) -> Report:
 
 
 # ---- reporting ---------------------------------------------------------------------------------
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -300,20 +342,38 @@ def summary(report: Report) -> dict[str, Any]:
     waits = [max(0.0, s - hit_median) for s in firsts]
     ms = lambda v: round(v * 1000, 1)  # noqa: E731
     return {
-        "annotators": report.config.annotators, "clicks": len(clicks), "opens": len(opens),
-        "errors": len(report.errors), "mismatches": len(report.mismatches),
-        "hit_ms": {"n": len(hits), "p50": ms(percentile(hits, 50)), "p95": ms(percentile(hits, 95)),
-                   "p99": ms(percentile(hits, 99)), "max": ms(max(hits, default=float("nan")))},
-        "first_click_ms": {"n": len(firsts), "p50": ms(percentile(firsts, 50)), "p95": ms(percentile(firsts, 95)),
-                           "max": ms(max(firsts, default=float("nan")))},
-        "encoder_wait_ms": {"mean": ms(statistics.fmean(waits)) if waits else None,
-                            "p95": ms(percentile(waits, 95)), "max": ms(max(waits, default=float("nan")))},
+        "annotators": report.config.annotators,
+        "clicks": len(clicks),
+        "opens": len(opens),
+        "errors": len(report.errors),
+        "mismatches": len(report.mismatches),
+        "hit_ms": {
+            "n": len(hits),
+            "p50": ms(percentile(hits, 50)),
+            "p95": ms(percentile(hits, 95)),
+            "p99": ms(percentile(hits, 99)),
+            "max": ms(max(hits, default=float("nan"))),
+        },
+        "first_click_ms": {
+            "n": len(firsts),
+            "p50": ms(percentile(firsts, 50)),
+            "p95": ms(percentile(firsts, 95)),
+            "max": ms(max(firsts, default=float("nan"))),
+        },
+        "encoder_wait_ms": {
+            "mean": ms(statistics.fmean(waits)) if waits else None,
+            "p95": ms(percentile(waits, 95)),
+            "max": ms(max(waits, default=float("nan"))),
+        },
         "open_ms": {"p50": ms(percentile(opens, 50)), "p95": ms(percentile(opens, 95))},
         "wall_s": round(report.wall_s, 1),
-        "throughput": {"clicks_per_s": round(len(clicks) / report.wall_s, 2) if report.wall_s else None,
-                       "requests_per_s": round(len(report.outcomes) / report.wall_s, 2) if report.wall_s else None},
+        "throughput": {
+            "clicks_per_s": round(len(clicks) / report.wall_s, 2) if report.wall_s else None,
+            "requests_per_s": round(len(report.outcomes) / report.wall_s, 2) if report.wall_s else None,
+        },
         "server": report.server_metrics,
-        "server_note": "one gunicorn worker's counters (each worker has its own registry)" if report.config.workers > 1
+        "server_note": "one gunicorn worker's counters (each worker has its own registry)"
+        if report.config.workers > 1
         else "the only worker's counters",
     }
 
@@ -339,14 +399,29 @@ def main(argv: list[str] | None = None) -> int:
     think_min, think_max = (float(v) for v in args.think.split("-"))
     if args.engine == "sam" and args.sam_model != "tiny" and not args.checkpoint:
         parser.error("--sam-model other than tiny needs --checkpoint")
-    cfg = LoadConfig(args.annotators, args.clicks, args.tasks_per_annotator, args.images, width, height,
-                     think_min, think_max, args.seed, args.engine, args.sam_model, args.checkpoint,
-                     args.workers, args.threads)
+    cfg = LoadConfig(
+        args.annotators,
+        args.clicks,
+        args.tasks_per_annotator,
+        args.images,
+        width,
+        height,
+        think_min,
+        think_max,
+        args.seed,
+        args.engine,
+        args.sam_model,
+        args.checkpoint,
+        args.workers,
+        args.threads,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         report = run_load(cfg, Path(tmp), log=lambda m: print(m, file=sys.stderr, flush=True))
     result = summary(report)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(json.dumps(result, indent=2))
     for line in report.errors[:20] + report.mismatches[:20]:
         print("  " + line)

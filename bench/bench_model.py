@@ -9,6 +9,7 @@ postprocess time at 1500x1000 and 4000x3000 (ours vs `predict`) and the upscale 
 their ratios, the CPU's fp32 GEMM rate and the encoder floor it implies, and an int8
 encoder line. On a shared machine use the ratios: both sides run interleaved.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=7, help="decode runs per case and side")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--clicks-only", action="store_true", help="one encode (ours, shared with the reference), then the click lines")
+    parser.add_argument(
+        "--clicks-only", action="store_true", help="one encode (ours, shared with the reference), then the click lines"
+    )
     args = parser.parse_args()
     repeats, clicks = (1, 3) if args.quick else (args.repeats, args.clicks)
     torch.set_num_threads(args.threads)
@@ -121,7 +124,12 @@ def main() -> None:
             emb = ours.encode(photo)
             set_reference_embedding(ref, emb.features, emb.original_size)
         else:
-            paired("encoder, 1500x1000 (encode vs set_image)", lambda: ours.encode(photo), lambda: ref.set_image(photo), repeats)
+            paired(
+                "encoder, 1500x1000 (encode vs set_image)",
+                lambda: ours.encode(photo),
+                lambda: ref.set_image(photo),
+                repeats,
+            )
             emb = ours.encode(photo)
             ref.set_image(photo)
             diff = (emb.features - ref.features).abs().max().item()
@@ -131,7 +139,9 @@ def main() -> None:
             int8 = SamPredictor(load_sam(args.model, path, device="cpu", quantize="int8"), model_id="int8")
             t_int8 = median_s(lambda: int8.encode(photo), repeats)
             rel = ((int8.encode(photo).features - emb.features).norm() / emb.features.norm()).item()
-            print(f"{'encoder int8 (ours, quantize=int8), 1500x1000':<52} ours {t_int8 * 1e3:9.1f} ms   rel. L2 error vs fp32 {rel:.3f}")
+            print(
+                f"{'encoder int8 (ours, quantize=int8), 1500x1000':<52} ours {t_int8 * 1e3:9.1f} ms   rel. L2 error vs fp32 {rel:.3f}"
+            )
 
         for h, w in ((1000, 1500), (3000, 4000)):
             # Timing needs a real embedding, not the image behind it: reuse the one we have.

@@ -5,6 +5,7 @@
 The SDK is run once per mask (it takes seconds on noise); ours takes the best of
 ``--repeat`` runs. Every pair of outputs is checked byte for byte before it is timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"load {os.getloadavg()[0]:.1f}; numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"load {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
+    )
     cases = [
         ("ellipse 1500x1000", ellipse(1000, 1500)),
         ("ellipse 4000x3000", ellipse(3000, 4000)),
@@ -60,8 +63,7 @@ def main() -> None:
         decode_s, back = timed(rle_to_mask, rle, *mask.shape)
         assert np.array_equal(back, mask), f"{name}: decode differs"
         best = min(ours)
-        print(f"{name:<20}{len(rle):>10}{sdk_s:>13.3f}s{best:>9.3f}s{sdk_s / best:>7.0f}x{decode_s:>9.3f}s",
-              flush=True)
+        print(f"{name:<20}{len(rle):>10}{sdk_s:>13.3f}s{best:>9.3f}s{sdk_s / best:>7.0f}x{decode_s:>9.3f}s", flush=True)
 
 
 if __name__ == "__main__":

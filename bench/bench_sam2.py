@@ -9,6 +9,7 @@ on a shared machine), then `--clicks` single-point predictions (3 masks, upscale
 image). Prints medians, the speed ratios and the largest feature difference. The official
 model needs the test-only torchvision stand-in (tests/oracle_stubs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,9 +90,24 @@ def child(impl: str, model_type: str, ckpt: str, out: str, clicks: int) -> None:
 
 def run_child(impl: str, args: argparse.Namespace, ckpt: str, out: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", impl, "--model", args.model, "--ckpt", ckpt, "--out", out,
-         "--clicks", str(args.clicks)],
-        capture_output=True, text=True, check=True, timeout=900,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            impl,
+            "--model",
+            args.model,
+            "--ckpt",
+            ckpt,
+            "--out",
+            out,
+            "--clicks",
+            str(args.clicks),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -109,9 +125,11 @@ def main() -> None:
         child(args.child, args.model, args.ckpt, args.out, args.clicks)
         return
 
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, "
-          f"{args.model}, {WIDTH}x{HEIGHT}")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, "
+        f"{args.model}, {WIDTH}x{HEIGHT}"
+    )
     from tests.support.oracle_sam2 import official_sam2, save_official
 
     impls = ["ref", "ours"]
@@ -122,18 +140,27 @@ def main() -> None:
             for impl in impls:
                 res = run_child(impl, args, ckpt, os.path.join(tmp, f"{impl}.pt"))
                 results[impl].append(res)
-                print(f"round {r} {impl:4s} encode {res['encode']:.2f} s (CPU {res['encode_cpu']:.2f} s), "
-                      f"click {res['click'] * 1e3:.0f} ms, "
-                      f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+                print(
+                    f"round {r} {impl:4s} encode {res['encode']:.2f} s (CPU {res['encode_cpu']:.2f} s), "
+                    f"click {res['click'] * 1e3:.0f} ms, "
+                    f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB",
+                    flush=True,
+                )
         feats = {i: torch.load(os.path.join(tmp, f"{i}.pt")) for i in impls}
-        diff = max((a - b).abs().max().item() for a, b in zip(feats["ours"], feats["ref"]))
-        med = {i: {k: statistics.median(x[k] for x in results[i]) for k in ("encode", "encode_cpu", "click")}
-               for i in impls}
-        print(f"encode: ref {med['ref']['encode']:.2f} s, ours {med['ours']['encode']:.2f} s, "
-              f"speed-up x{med['ref']['encode'] / med['ours']['encode']:.2f}; CPU time ref "
-              f"{med['ref']['encode_cpu']:.2f} s, ours {med['ours']['encode_cpu']:.2f} s")
-        print(f"click:  ref {med['ref']['click'] * 1e3:.0f} ms, ours {med['ours']['click'] * 1e3:.0f} ms, "
-              f"speed-up x{med['ref']['click'] / med['ours']['click']:.2f}")
+        diff = max((a - b).abs().max().item() for a, b in zip(feats["ours"], feats["ref"], strict=True))
+        med = {
+            i: {k: statistics.median(x[k] for x in results[i]) for k in ("encode", "encode_cpu", "click")}
+            for i in impls
+        }
+        print(
+            f"encode: ref {med['ref']['encode']:.2f} s, ours {med['ours']['encode']:.2f} s, "
+            f"speed-up x{med['ref']['encode'] / med['ours']['encode']:.2f}; CPU time ref "
+            f"{med['ref']['encode_cpu']:.2f} s, ours {med['ours']['encode_cpu']:.2f} s"
+        )
+        print(
+            f"click:  ref {med['ref']['click'] * 1e3:.0f} ms, ours {med['ours']['click'] * 1e3:.0f} ms, "
+            f"speed-up x{med['ref']['click'] / med['ours']['click']:.2f}"
+        )
         print(f"max |features - ref| over the three levels: {diff:.2e}")
 
 

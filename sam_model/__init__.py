@@ -2,6 +2,7 @@
 
 Knows nothing of Label Studio, Flask or Redis; `backend` builds on it, never the reverse.
 """
+
 from .build import ENCODER_CONFIGS, build_sam
 from .checkpoint import load_sam
 from .embedding import ImageEmbedding

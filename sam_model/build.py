@@ -1,4 +1,5 @@
 """Builders for the official SAM v1 sizes and a tiny test configuration."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Load an official-format SAM checkpoint safely and with about one copy of the weights in memory."""
+
 from __future__ import annotations
 
 import os

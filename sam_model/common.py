@@ -1,4 +1,5 @@
 """Small building blocks shared by the encoder, the prompt encoder and the decoder."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ runs before anything else is set up (`make checkpoint`, `make run`).
 
     python -m sam_model.download vit_b [--dir checkpoints] [--verify]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,9 +69,7 @@ def ensure_checkpoint(
             return dest
         if file_md5(dest) == md5:
             return dest
-        raise ChecksumMismatch(
-            f"{dest} exists but its md5 is not {md5}; delete it and run again to re-download"
-        )
+        raise ChecksumMismatch(f"{dest} exists but its md5 is not {md5}; delete it and run again to re-download")
     dest.parent.mkdir(parents=True, exist_ok=True)
     _download(url, dest, md5, size, progress)
     return dest
@@ -130,10 +129,18 @@ def _stream(
     """Write the body to `part`; a broken transfer keeps what arrived so the next run resumes."""
     length = response.headers.get("Content-Length")
     total = size if size is not None else (offset + int(length) if length and length.isdigit() else None)
-    with open(part, "ab" if append else "wb") as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=part.name.removesuffix(".part"), disable=not progress,
-    ) as bar:
+    with (
+        open(part, "ab" if append else "wb") as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name.removesuffix(".part"),
+            disable=not progress,
+        ) as bar,
+    ):
         try:
             for chunk in response.iter_content(CHUNK_BYTES):
                 out.write(chunk)

@@ -5,6 +5,7 @@ little-endian header, the model id, then the raw tensor bytes — no pickle, so 
 untrusted cache contents can at worst raise ValueError, never run code. A trailing CRC32
 over everything before it catches corruption instead of returning garbage features.
 """
+
 from __future__ import annotations
 
 import struct

@@ -6,6 +6,7 @@ scaled_dot_product_attention with the decomposed relative-position bias as its f
 queries processed in chunks so no full HW x HW score matrix is ever held, and the qkv/proj
 projections run on the real tokens only (window padding is filled with qkv(0)).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """SAM's mask decoder: image + prompt embeddings -> low-res mask logits and IoU estimates."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
@@ -104,11 +105,17 @@ class MaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` on the image (and dense prompt) that `context` was prepared from."""
         outputs = self._outputs(multimask_output)
-        parts = [self._heads(hs, keys, outputs) for hs, keys in self._prepared_chunks(context, sparse_prompt_embeddings)]
+        parts = [
+            self._heads(hs, keys, outputs) for hs, keys in self._prepared_chunks(context, sparse_prompt_embeddings)
+        ]
         return torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
 
     def forward_prepared_above(
-        self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool, min_iou: float | None
+        self,
+        context: ImageContext,
+        sparse_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        min_iou: float | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`forward_prepared` that computes only the logits of masks whose predicted IoU is
         above `min_iou` (AMG discards the rest unseen): the IoU head needs the transformer
@@ -145,7 +152,9 @@ class MaskDecoder(nn.Module):
         n = sparse_prompt_embeddings.shape[0]
         chunk = CPU_PROMPT_CHUNK if context.keys.device.type == "cpu" else max(n, 1)
         for start in range(0, n, chunk):
-            yield self.transformer.forward_prepared(context, self._tokens(sparse_prompt_embeddings[start : start + chunk]))
+            yield self.transformer.forward_prepared(
+                context, self._tokens(sparse_prompt_embeddings[start : start + chunk])
+            )
 
     def predict_masks(
         self,

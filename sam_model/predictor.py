@@ -3,14 +3,16 @@
 Unlike the reference predictor there is no "current image": the embedding is a value the
 caller keeps (and caches), so one predictor can serve many threads and many images.
 """
+
 from __future__ import annotations
 
 import contextlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -1,4 +1,5 @@
 """SAM's prompt encoder: points, boxes and a low-res mask -> sparse and dense embeddings."""
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ torch.ao.quantization.quantize_dynamic is deprecated upstream in favour of torch
 torch 2.13 it is still the path with fast x86 (fbgemm/onednn) int8 kernels and no extra
 dependency; its deprecation warnings are silenced here, once, on purpose.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -20,14 +21,12 @@ QUANTIZE_MODES = ("none", "int8")
 
 def quantize_encoder_int8(encoder: nn.Module) -> nn.Module:
     """Return `encoder` with every nn.Linear replaced by a dynamic int8 Linear (in place)."""
-    from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(
-            encoder, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-        )
+        return quantize_dynamic(encoder, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
 def check_quantize(mode: str, device: torch.device) -> None:

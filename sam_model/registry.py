@@ -1,4 +1,5 @@
 """The official SAM v1 checkpoints: the one table every other module reads."""
+
 from __future__ import annotations
 
 import hashlib

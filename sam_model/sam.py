@@ -1,4 +1,5 @@
 """The Sam container: the three networks plus the pixel statistics the encoder expects."""
+
 from __future__ import annotations
 
 import torch

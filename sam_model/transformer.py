@@ -6,6 +6,7 @@ tokens, scores are (q W_k) . x instead of q . (x W_k), costing H*n instead of H*
 columns per image token. The first block's image-side projections do not depend on the
 prompt at all; `TwoWayTransformer.prepare` computes them once per image (an `ImageContext`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

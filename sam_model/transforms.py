@@ -8,6 +8,7 @@ reference's two bilinear steps (align_corners=False), here only: `upscale_masks`
 predictor) thresholds one mask at a time so a 24 MP image never holds float copies of
 every candidate; `upscale_logits` (AMG, which scores the float logits) returns them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -47,9 +48,7 @@ def normalize_and_pad(
     return F.pad(x, (0, size - w, 0, size - h))
 
 
-def scale_coords(
-    coords: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]
-) -> np.ndarray:
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
     """xy pixels of the original image -> xy pixels of the resized input (float64 math)."""
     out = np.array(coords, dtype=np.float64, copy=True)
     out[..., 0] *= input_size[1] / original_size[1]

@@ -1,4 +1,5 @@
 """Suite-wide set-up: the oracle's torchvision stand-in goes on sys.path (tests only)."""
+
 import os
 import sys
 

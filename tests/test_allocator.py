@@ -4,6 +4,7 @@ Run in subprocesses: the setting is process-wide, and the page-fault count is th
 (minor faults of allocating, touching and freeing a 40 MiB tensor 20 times; torch's CPU
 allocator is plain malloc).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -29,8 +30,9 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(megabytes: int) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(megabytes)], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(megabytes)], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0] == "True", int(out[1])
 
 

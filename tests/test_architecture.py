@@ -1,6 +1,7 @@
 """The module map holds: imports go one way (no cycles, lazy imports included), the RQ worker
 never imports Flask or the web layer, and sam_model stays a library that knows nothing of
 the backend, Flask, Redis, RQ or Label Studio. docs/ARCHITECTURE.md draws the same map."""
+
 from __future__ import annotations
 
 import ast
@@ -58,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             elif not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -77,7 +78,9 @@ def reachable(graph: dict[str, set[str]], roots: list[str]) -> set[str]:
 
 
 def test_backend_has_no_import_cycle() -> None:
-    assert find_cycle(import_graph("backend")) is None, f"import cycle: {' -> '.join(find_cycle(import_graph('backend')))}"
+    assert find_cycle(import_graph("backend")) is None, (
+        f"import cycle: {' -> '.join(find_cycle(import_graph('backend')))}"
+    )
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle() -> None:

@@ -1,4 +1,5 @@
 """The README's configuration table is the user's only map of the settings: keep it exact."""
+
 import re
 from dataclasses import fields
 from pathlib import Path

@@ -3,14 +3,16 @@
 Shared by the RQ jobs, the CLI's local mode and /predict's optional auto-annotate path,
 so the three produce the same regions and the same model_version for the same settings.
 """
+
 from __future__ import annotations
 
 import hashlib
 import inspect
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -57,13 +59,15 @@ class Option:
 # The options of a run itself (AutoAnnotateOptions' fields but `amg`; their defaults are its defaults).
 RUN_OPTIONS: dict[str, Option] = {
     "mode": Option(str, choices=MODES, description="masks: post predictions; embeddings: only warm the cache"),
-    "output": Option(str, choices=OUTPUT_TYPES, nullable=True,
-                     description="the region type; null: the label config's (as a click's)"),
+    "output": Option(
+        str, choices=OUTPUT_TYPES, nullable=True, description="the region type; null: the label config's (as a click's)"
+    ),
     "label": Option(str, nullable=True, description="a label of the output control; null: its first"),
     "max_masks": Option(int, 1, 10_000, description="the largest masks kept per task"),
     "min_area": Option(int, 0, 10**9, description="masks smaller than this many pixels are dropped"),
-    "amg_mode": Option(str, choices=AMG_MODES,
-                       description="fast: filters at low resolution first; exact: the reference's algorithm"),
+    "amg_mode": Option(
+        str, choices=AMG_MODES, description="fast: filters at low resolution first; exact: the reference's algorithm"
+    ),
 }
 # AutomaticMaskGenerator's parameters users may set (defaults: the generator's, the reference's).
 AMG_OPTIONS: dict[str, Option] = {
@@ -156,12 +160,20 @@ def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[Outpu
                 return OutputTarget(control.name, image.name, options.output, label), image.value_key
     *others, last = OUTPUT_TAGS.values()
     wanted = f"<{OUTPUT_TAGS[options.output]}> control" if options.output else f"{', '.join(others)} or {last} control"
-    raise Unprocessable(f"the project's label config has no {wanted} with labels bound to an <Image>",
-                        "add one to the labeling config, or choose another 'output'")
+    raise Unprocessable(
+        f"the project's label config has no {wanted} with labels bound to an <Image>",
+        "add one to the labeling config, or choose another 'output'",
+    )
 
 
-def masks_to_prediction(masks: list[dict[str, Any]], target: OutputTarget, options: AutoAnnotateOptions,
-                        width: int, height: int, region_options: dict[str, Any]) -> tuple[list[dict], float]:
+def masks_to_prediction(
+    masks: list[dict[str, Any]],
+    target: OutputTarget,
+    options: AutoAnnotateOptions,
+    width: int,
+    height: int,
+    region_options: dict[str, Any],
+) -> tuple[list[dict], float]:
     """AMG records -> LS regions: masks under min_area dropped, largest first, at most max_masks.
 
     Returns the regions and the prediction's score (mean predicted IoU of the masks kept).
@@ -213,13 +225,21 @@ class RunSpec:
     model_version: str  # what the starting backend's model names its predictions: for reading run records
 
     @classmethod
-    def create(cls, project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str,
-               model_id: str) -> RunSpec:
+    def create(
+        cls, project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str, model_id: str
+    ) -> RunSpec:
         return cls(project, options, target, value_key, options.model_version(model_id))
 
     def to_json(self) -> str:
-        return json.dumps({"project": self.project, "options": self.options.to_json(), "target": asdict(self.target),
-                           "value_key": self.value_key, "model_version": self.model_version})
+        return json.dumps(
+            {
+                "project": self.project,
+                "options": self.options.to_json(),
+                "target": asdict(self.target),
+                "value_key": self.value_key,
+                "model_version": self.model_version,
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> RunSpec:
@@ -239,8 +259,12 @@ class RunSpec:
             parsed = parse_options({**{k: v for k, v in options.items() if k != "amg"}, **options["amg"]})
         except BadRequest as exc:
             raise _invalid(f"'options': {exc.message}") from None
-        if (not isinstance(target, dict) or set(target) != _TARGET_KEYS
-                or not all(isinstance(v, str) for v in target.values()) or target["output_type"] not in OUTPUT_TYPES):
+        if (
+            not isinstance(target, dict)
+            or set(target) != _TARGET_KEYS
+            or not all(isinstance(v, str) for v in target.values())
+            or target["output_type"] not in OUTPUT_TYPES
+        ):
             raise _invalid("'target' is not an output control")
         if not all(isinstance(data[k], str) and data[k] for k in ("value_key", "model_version")):
             raise _invalid("'value_key' and 'model_version' must be non-empty strings")
@@ -252,8 +276,10 @@ _TARGET_KEYS = {f.name for f in fields(OutputTarget)}
 
 
 def _invalid(detail: str) -> RunSpecInvalid:
-    return RunSpecInvalid(f"the auto-annotate run's stored spec is invalid: {detail}",
-                          "start the run again; the backend and its workers must run the same version")
+    return RunSpecInvalid(
+        f"the auto-annotate run's stored spec is invalid: {detail}",
+        "start the run again; the backend and its workers must run the same version",
+    )
 
 
 class AutoAnnotator:
@@ -278,8 +304,10 @@ class AutoAnnotator:
 
         engine = self.backend.engine.load()
         if not hasattr(engine, "sam"):
-            raise Unprocessable(f"auto-annotate needs SAM; the engine is {engine.model_id}",
-                                "run the backend and workers with SAM_ENGINE=sam and a checkpoint")
+            raise Unprocessable(
+                f"auto-annotate needs SAM; the engine is {engine.model_id}",
+                "run the backend and workers with SAM_ENGINE=sam and a checkpoint",
+            )
         ref = self.backend.images.resolve(task, value_key)
         image = self.backend.images.load(ref)
         embedding, _ = self.backend.embedding(ref, "auto-annotate", image=image)
@@ -300,8 +328,13 @@ class PredictAutoAnnotator:
     holds one of the click path's cold slots (backend.interactive.cold_slots) meanwhile.
     """
 
-    def __init__(self, annotator: AutoAnnotator, options: AutoAnnotateOptions, max_sync_tasks: int,
-                 start_run: Callable[[RunSpec, list[int]], str] | None):
+    def __init__(
+        self,
+        annotator: AutoAnnotator,
+        options: AutoAnnotateOptions,
+        max_sync_tasks: int,
+        start_run: Callable[[RunSpec, list[int]], str] | None,
+    ):
         self.annotator = annotator
         self.options = options
         self.max_sync_tasks = max_sync_tasks
@@ -332,9 +365,12 @@ class PredictAutoAnnotator:
         ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
         project = tasks[0].get("project")
         if self.start_run is None or not isinstance(project, int):
-            log.warning("%d tasks exceed AUTO_ANNOTATE_MAX_SYNC_TASKS=%d and no RQ queue is configured: "
-                        "they get empty predictions (set REDIS_URL and run `python -m backend worker`)",
-                        len(tasks), self.max_sync_tasks)
+            log.warning(
+                "%d tasks exceed AUTO_ANNOTATE_MAX_SYNC_TASKS=%d and no RQ queue is configured: "
+                "they get empty predictions (set REDIS_URL and run `python -m backend worker`)",
+                len(tasks),
+                self.max_sync_tasks,
+            )
             return
         run_id = self.start_run(RunSpec.create(project, self.options, target, value_key, model_id), ids)
         log.info("%d tasks of project %s handed to workers as auto-annotate run %s", len(ids), project, run_id)

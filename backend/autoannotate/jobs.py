@@ -5,6 +5,7 @@ the model once. A task whose attempt fails for a reason a retry can fix is retri
 task redone after a worker died replaces the prediction of the same model_version instead
 of adding a second one. Job arguments and results are JSON, never pickle.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,8 +62,9 @@ def plan_project(run_id: str) -> int:
         task_ids = (int(task["id"]) for task in runtime.ls.list_tasks(_spec(runtime, run_id).project))
         for page in _pages(task_ids, PLAN_PAGE):
             runtime.progress.add_tasks(run_id, len(page))
-            count += enqueue_tasks(rq_queue, runtime.progress, run_id, page, runtime.settings.job_retries,
-                                   runtime.settings.job_timeout_s)
+            count += enqueue_tasks(
+                rq_queue, runtime.progress, run_id, page, runtime.settings.job_retries, runtime.settings.job_timeout_s
+            )
     except BackendError as exc:
         runtime.progress.planning_done(run_id, error=f"{exc.message} {exc.fix}".strip())
         return count

@@ -7,6 +7,7 @@ Run ids are 32 lowercase hex digits (`new_run_id`); any other string names no ru
 built from run ids, so without that check `<id>:done` would name a real run's set of done
 tasks and be read as a run record (a 500 from Redis' WRONGTYPE).
 """
+
 from __future__ import annotations
 
 import re
@@ -47,10 +48,16 @@ class RunProgress:
 
     def create(self, run_id: str, total: int, planning: bool, spec: RunSpec) -> None:
         meta, *_ = self._keys(run_id)
-        self.redis.hset(meta, mapping={
-            "project": spec.project, "total": total, "planning": int(planning),
-            "created_at": time.time(), "spec": spec.to_json(),
-        })
+        self.redis.hset(
+            meta,
+            mapping={
+                "project": spec.project,
+                "total": total,
+                "planning": int(planning),
+                "created_at": time.time(),
+                "spec": spec.to_json(),
+            },
+        )
         self.redis.expire(meta, self.ttl_s)
 
     def add_tasks(self, run_id: str, count: int) -> None:

@@ -6,6 +6,7 @@ Each task of a run is one RQ job. Jobs and run records live in the job queue's R
 Redis filled by embeddings would drop queued jobs and runs without a trace. It is checked on
 first use, and its failures become 503s.
 """
+
 from __future__ import annotations
 
 import threading
@@ -41,26 +42,41 @@ def _retry(retries: int) -> Retry | None:
     return Retry(max=retries, interval=RETRY_INTERVALS_S[:retries]) if retries > 0 else None
 
 
-def enqueue_run(queue: Queue, progress: RunProgress, spec: RunSpec, tasks: list[int] | None,
-                retries: int, timeout_s: int) -> str:
+def enqueue_run(
+    queue: Queue, progress: RunProgress, spec: RunSpec, tasks: list[int] | None, retries: int, timeout_s: int
+) -> str:
     """Start a run over `tasks`, or over every task of spec.project when `tasks` is None; returns the run id."""
     run_id = new_run_id()
     progress.create(run_id, total=len(tasks or []), planning=tasks is None, spec=spec)
     if tasks is None:
-        queue.enqueue("backend.autoannotate.jobs.plan_project", run_id, job_id=f"{run_id}-plan", retry=_retry(retries),
-                      job_timeout=timeout_s, result_ttl=progress.ttl_s, failure_ttl=progress.ttl_s)
+        queue.enqueue(
+            "backend.autoannotate.jobs.plan_project",
+            run_id,
+            job_id=f"{run_id}-plan",
+            retry=_retry(retries),
+            job_timeout=timeout_s,
+            result_ttl=progress.ttl_s,
+            failure_ttl=progress.ttl_s,
+        )
     else:
         enqueue_tasks(queue, progress, run_id, tasks, retries, timeout_s)
     return run_id
 
 
-def enqueue_tasks(queue: Queue, progress: RunProgress, run_id: str, tasks: Iterable[int], retries: int,
-                  timeout_s: int) -> int:
+def enqueue_tasks(
+    queue: Queue, progress: RunProgress, run_id: str, tasks: Iterable[int], retries: int, timeout_s: int
+) -> int:
     """One RQ job per task of the run (job id `<run id>-<task id>`); returns how many."""
     jobs = [
-        Queue.prepare_data("backend.autoannotate.jobs.run_task", (run_id, int(task_id)), job_id=f"{run_id}-{int(task_id)}",
-                           retry=_retry(retries), timeout=timeout_s, result_ttl=progress.ttl_s,
-                           failure_ttl=progress.ttl_s)
+        Queue.prepare_data(
+            "backend.autoannotate.jobs.run_task",
+            (run_id, int(task_id)),
+            job_id=f"{run_id}-{int(task_id)}",
+            retry=_retry(retries),
+            timeout=timeout_s,
+            result_ttl=progress.ttl_s,
+            failure_ttl=progress.ttl_s,
+        )
         for task_id in tasks
     ]
     if jobs:
@@ -92,14 +108,19 @@ def queue_redis_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is unreachable: {exc}",
-                                    f"start that Redis or fix {name}; runs already queued there resume with it") from exc
+        raise QueueRedisUnavailable(
+            f"the job queue's Redis ({name}) is unreachable: {exc}",
+            f"start that Redis or fix {name}; runs already queued there resume with it",
+        ) from exc
     except redis.exceptions.OutOfMemoryError as exc:
-        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is full: {exc}",
-                                    "raise its maxmemory, or let its finished runs expire; nothing queued was lost") from exc
+        raise QueueRedisUnavailable(
+            f"the job queue's Redis ({name}) is full: {exc}",
+            "raise its maxmemory, or let its finished runs expire; nothing queued was lost",
+        ) from exc
     except redis.exceptions.ReadOnlyError as exc:
-        raise QueueRedisUnavailable(f"the job queue's Redis ({name}) is a read-only replica",
-                                    f"point {name} at the primary") from exc
+        raise QueueRedisUnavailable(
+            f"the job queue's Redis ({name}) is a read-only replica", f"point {name} at the primary"
+        ) from exc
 
 
 def check_never_evicts(connection: redis.Redis, settings: Settings) -> None:
@@ -109,14 +130,20 @@ def check_never_evicts(connection: redis.Redis, settings: Settings) -> None:
     if policy == "noeviction":
         return
     name = queue_redis_name(settings)
-    message = (f"{name} points at a Redis with maxmemory-policy {policy}: it would evict queued auto-annotate jobs "
-               "and run records when it fills up, and runs would vanish silently")
+    message = (
+        f"{name} points at a Redis with maxmemory-policy {policy}: it would evict queued auto-annotate jobs "
+        "and run records when it fills up, and runs would vanish silently"
+    )
     if settings.queue_redis_url:
-        fix = ("run that Redis with --maxmemory-policy noeviction --appendonly yes, "
-               "or point QUEUE_REDIS_URL at one that is")
+        fix = (
+            "run that Redis with --maxmemory-policy noeviction --appendonly yes, "
+            "or point QUEUE_REDIS_URL at one that is"
+        )
     else:
-        fix = ("set QUEUE_REDIS_URL to a second Redis run with --maxmemory-policy noeviction --appendonly yes "
-               "(REDIS_URL stays the LRU embedding cache), or run the one Redis with noeviction")
+        fix = (
+            "set QUEUE_REDIS_URL to a second Redis run with --maxmemory-policy noeviction --appendonly yes "
+            "(REDIS_URL stays the LRU embedding cache), or run the one Redis with noeviction"
+        )
     raise QueueRedisEvicts(message, fix)
 
 
@@ -141,11 +168,14 @@ class QueueRedis:
         """The checked client (no lock: two first uses at once merely both check, and one client is kept)."""
         if self._client is None:
             if not self.settings.job_redis_url:
-                raise Overloaded("auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
-                                 "set QUEUE_REDIS_URL (a noeviction Redis) for the backend and its workers, "
-                                 "and start workers: python -m backend worker")
-            client = redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=self.timeout_s,
-                                          socket_connect_timeout=self.timeout_s)
+                raise Overloaded(
+                    "auto-annotate runs need Redis and RQ workers, and REDIS_URL is not set",
+                    "set QUEUE_REDIS_URL (a noeviction Redis) for the backend and its workers, "
+                    "and start workers: python -m backend worker",
+                )
+            client = redis.Redis.from_url(
+                self.settings.job_redis_url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            )
             check_never_evicts(client, self.settings)
             self._client = client
         return self._client
@@ -155,9 +185,11 @@ class QueueRedis:
         """The client for one request's Redis calls, its failures as 503s; refused at once when `waiters` wait."""
         if not self._free.acquire(blocking=False):
             name = queue_redis_name(self.settings)
-            raise QueueRedisUnavailable(f"{self.waiters} requests of this process are already waiting on the job "
-                                        f"queue's Redis ({name}): it is slow or hung",
-                                        f"retry in a few seconds; if this persists, check the Redis at {name}")
+            raise QueueRedisUnavailable(
+                f"{self.waiters} requests of this process are already waiting on the job "
+                f"queue's Redis ({name}): it is slow or hung",
+                f"retry in a few seconds; if this persists, check the Redis at {name}",
+            )
         try:
             with queue_redis_errors(self.settings):
                 yield self.get()
@@ -184,14 +216,21 @@ def make_spec(client: LabelStudioClient, model_id: str, project: Any, options: A
     return RunSpec.create(project, parsed, target, value_key, model_id)
 
 
-def start_run(settings: Settings, queue_redis: QueueRedis, model_id: str, project: Any, tasks: Any,
-              options: Any) -> str:
+def start_run(
+    settings: Settings, queue_redis: QueueRedis, model_id: str, project: Any, tasks: Any, options: Any
+) -> str:
     """Validate the request, then start a run: one job per task (or a planner job for "all"); returns the run id."""
     selection = parse_task_selection(tasks)
     spec = make_spec(label_studio_client(settings), model_id, project, options)
     with queue_redis.connection() as connection:
-        return enqueue_run(make_queue(connection, settings.rq_queue), RunProgress(connection), spec, selection,
-                           settings.job_retries, settings.job_timeout_s)
+        return enqueue_run(
+            make_queue(connection, settings.rq_queue),
+            RunProgress(connection),
+            spec,
+            selection,
+            settings.job_retries,
+            settings.job_timeout_s,
+        )
 
 
 def run_starter(settings: Settings) -> Callable[[RunSpec, list[int]], str] | None:
@@ -202,7 +241,13 @@ def run_starter(settings: Settings) -> Callable[[RunSpec, list[int]], str] | Non
 
     def start(spec: RunSpec, tasks: list[int]) -> str:
         with queue_redis.connection() as connection:
-            return enqueue_run(make_queue(connection, settings.rq_queue), RunProgress(connection), spec, tasks,
-                               settings.job_retries, settings.job_timeout_s)
+            return enqueue_run(
+                make_queue(connection, settings.rq_queue),
+                RunProgress(connection),
+                spec,
+                tasks,
+                settings.job_retries,
+                settings.job_timeout_s,
+            )
 
     return start

@@ -6,6 +6,7 @@ thousands of tasks loads the weights once. The worker is in-process (rq's Simple
 with CUDA) and keeps its job's lease alive from a thread, so a worker killed mid-task has
 its job retried within seconds rather than after the job timeout.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ class Runtime:
     @cached_property
     def redis(self) -> redis.Redis:
         """The job queue's Redis (runs, progress, planned jobs); the embedding cache has its own."""
-        return redis.Redis.from_url(self.settings.job_redis_url, socket_timeout=BATCH_REDIS_TIMEOUT_S,
-                                    health_check_interval=30)
+        return redis.Redis.from_url(
+            self.settings.job_redis_url, socket_timeout=BATCH_REDIS_TIMEOUT_S, health_check_interval=30
+        )
 
     @cached_property
     def progress(self) -> RunProgress:

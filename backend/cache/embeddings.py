@@ -10,6 +10,7 @@ its embedding here. Levels:
   others wait for its result (see backend.cache.singleflight).
 Redis is optional and may fail at any time; then this is a local cache and clicks still work.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,9 +72,7 @@ class EmbeddingCache:
         self._prefix = key_prefix
         self._poll_interval_s = poll_interval_s
 
-    def get_or_compute(
-        self, key: str, compute: Callable[[], ImageEmbedding]
-    ) -> tuple[ImageEmbedding, Source]:
+    def get_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, Source]:
         """The embedding for key and where it came from; compute() runs only on a miss everywhere.
 
         The returned object may be shared with other callers: treat it as read-only.
@@ -142,8 +141,11 @@ class EmbeddingCache:
             locked = self._try_lock(key, token)
             if locked is not False:
                 return None, locked
-        self._logger.warning("embedding cache: waited %.0f s for another process to compute %r; computing here",
-                             self._lock_timeout_s, key)
+        self._logger.warning(
+            "embedding cache: waited %.0f s for another process to compute %r; computing here",
+            self._lock_timeout_s,
+            key,
+        )
         return None, None
 
     def _try_lock(self, key: str, token: str) -> bool | None:
@@ -162,7 +164,9 @@ class EmbeddingCache:
             self._vet(embedding)
         except ValueError as exc:  # truncated, corrupt or foreign bytes, or not what this engine makes
             # Never kept locally: a bad value in the process cache would fail every later click too.
-            self._logger.warning("embedding cache: corrupt or unusable value for %r in Redis (%s); recomputing", key, exc)
+            self._logger.warning(
+                "embedding cache: corrupt or unusable value for %r in Redis (%s); recomputing", key, exc
+            )
             self._on_reject()
             self._link.call(lambda r: r.delete(value_key), None)
             return None

@@ -7,6 +7,7 @@ again on each click, so the logits of the prompt without its newest click are lo
 plus Redis so another web process can serve the next click. Values in Redis are a small
 header + raw float bytes, never pickle. Redis is optional and may fail at any time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,7 +72,7 @@ def prompt_signature(
     labels = [] if point_labels is None else np.asarray(point_labels).reshape(-1)
     if len(coords) != len(labels):
         raise ValueError(f"{len(coords)} points but {len(labels)} labels")
-    points = ";".join(f"{x:.1f},{y:.1f},{int(label)}" for (x, y), label in zip(coords, labels))
+    points = ";".join(f"{x:.1f},{y:.1f},{int(label)}" for (x, y), label in zip(coords, labels, strict=True))
     box_text = "" if box is None else ",".join(f"{v:.1f}" for v in np.asarray(box, dtype=np.float64).reshape(4))
     return f"p:{points}|b:{box_text}"
 
@@ -122,8 +123,10 @@ class LogitsStore:
         try:
             logits = decode_logits(raw)
             if logits.shape != self._shape or not np.isfinite(logits).all():
-                raise ValueError(f"logits of shape {logits.shape} (finite: {bool(np.isfinite(logits).all())}), "
-                                 f"the decoder takes finite {self._shape}")
+                raise ValueError(
+                    f"logits of shape {logits.shape} (finite: {bool(np.isfinite(logits).all())}), "
+                    f"the decoder takes finite {self._shape}"
+                )
         except ValueError as exc:
             # Never kept locally: a bad value in the process cache would fail every later click too.
             self._logger.warning("logits store: corrupt or unusable value in Redis (%s); ignoring it", exc)

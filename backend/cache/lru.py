@@ -3,12 +3,14 @@
 Embeddings are megabytes each and their size depends on the model, so a count bound would
 either waste memory or blow it; the caller states each entry's size and the total is capped.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 V = TypeVar("V")
 

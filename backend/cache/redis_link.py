@@ -5,12 +5,14 @@ the outage is logged once (not per request), and one caller probes again after a
 when a probe succeeds the recovery is logged. Short socket timeouts keep a dead or
 blackholed Redis from stalling clicks.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -106,7 +108,11 @@ class RedisLink:
             self._outages += 1
         self._logger.warning(
             "%s: Redis at %s unavailable (%s: %s); continuing without it, retrying every %.0f s",
-            self._name, self._where, type(exc).__name__, exc, self._retry_after_s,
+            self._name,
+            self._where,
+            type(exc).__name__,
+            exc,
+            self._retry_after_s,
         )
 
     def _mark_up(self, outages_seen: int) -> None:

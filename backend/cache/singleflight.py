@@ -5,11 +5,13 @@ image is still encoding) must not run the ~20 s encoder twice. In-process caller
 future per key; across processes a Redis lock (SET NX PX + compare-and-delete) elects one
 computer while the others wait for its result.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Generic, TypeVar
 
 import redis
 

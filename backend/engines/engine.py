@@ -6,6 +6,7 @@ cheaply when the app is created, so a missing checkpoint fails the worker's boot
 message naming the fix; the model itself is loaded once per process on first use (in the
 gunicorn worker, after fork, never in a parent that may have initialised CUDA).
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,19 +65,27 @@ def check_engine_choice(settings: Settings) -> None:
     """Validate the names in SAM_ENGINE / SAM_MODEL (and, for SAM, device and precision) before
     anything looks for a file, so a typo is reported as a typo, not as a missing checkpoint."""
     if settings.sam_engine not in ("sam", "grabcut"):
-        raise EngineUnavailable(f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut")
+        raise EngineUnavailable(
+            f"SAM_ENGINE={settings.sam_engine!r} is not an engine", "set SAM_ENGINE=sam or SAM_ENGINE=grabcut"
+        )
     if settings.sam_engine == "grabcut":
         return
     # Every type sam_model can build is accepted, "tiny" too (a random-weight test config that
     # lets the HTTP tests run the real SAM path); the fix names only the official ones.
     if settings.sam_model not in MODEL_TYPES:
-        raise EngineUnavailable(f"SAM_MODEL={settings.sam_model!r} is not a SAM model",
-                                f"set SAM_MODEL to one of {', '.join(OFFICIAL_CHECKPOINTS)}")
-    for name, value, allowed in (("SAM_DEVICE", settings.sam_device, DEVICES),
-                                 ("SAM_PRECISION", settings.sam_precision, ("auto", *PRECISIONS)),
-                                 ("SAM_QUANTIZE", settings.sam_quantize, QUANTIZE_MODES)):
+        raise EngineUnavailable(
+            f"SAM_MODEL={settings.sam_model!r} is not a SAM model",
+            f"set SAM_MODEL to one of {', '.join(OFFICIAL_CHECKPOINTS)}",
+        )
+    for name, value, allowed in (
+        ("SAM_DEVICE", settings.sam_device, DEVICES),
+        ("SAM_PRECISION", settings.sam_precision, ("auto", *PRECISIONS)),
+        ("SAM_QUANTIZE", settings.sam_quantize, QUANTIZE_MODES),
+    ):
         if value not in allowed:
-            raise EngineUnavailable(f"{name}={value!r} is not one of {', '.join(allowed)}", f"set {name} to one of them")
+            raise EngineUnavailable(
+                f"{name}={value!r} is not one of {', '.join(allowed)}", f"set {name} to one of them"
+            )
 
 
 def engine_spec(settings: Settings) -> EngineSpec:
@@ -112,8 +121,14 @@ def engine_spec(settings: Settings) -> EngineSpec:
 
     return EngineSpec(
         model_id=model_id,
-        info={"engine": "sam", "model": model_type, "checkpoint": checkpoint.name, "device": settings.sam_device,
-              "precision": settings.sam_precision, "quantize": settings.sam_quantize},
+        info={
+            "engine": "sam",
+            "model": model_type,
+            "checkpoint": checkpoint.name,
+            "device": settings.sam_device,
+            "precision": settings.sam_precision,
+            "quantize": settings.sam_quantize,
+        },
         factory=load,
     )
 
@@ -121,7 +136,9 @@ def engine_spec(settings: Settings) -> EngineSpec:
 def _default_checkpoint(model_type: str) -> Path:
     official = OFFICIAL_CHECKPOINTS.get(model_type)
     if official is None:
-        raise EngineUnavailable(f"SAM_MODEL={model_type} has no official checkpoint", "set SAM_CHECKPOINT to its .pth file")
+        raise EngineUnavailable(
+            f"SAM_MODEL={model_type} has no official checkpoint", "set SAM_CHECKPOINT to its .pth file"
+        )
     return CHECKPOINT_DIR / official.filename
 
 
@@ -139,9 +156,12 @@ class ServingEngine:
     instead of a dead request thread.
     """
 
-    def __init__(self, spec: EngineSpec,
-                 on_encode: Callable[[float], None] = lambda s: None,
-                 on_decode: Callable[[float], None] = lambda s: None):
+    def __init__(
+        self,
+        spec: EngineSpec,
+        on_encode: Callable[[float], None] = lambda s: None,
+        on_decode: Callable[[float], None] = lambda s: None,
+    ):
         self.spec = spec
         self.model_id = spec.model_id
         self._on_encode, self._on_decode = on_encode, on_decode
@@ -199,9 +219,12 @@ class _oom_as_overloaded:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         if exc_type is not None and issubclass(exc_type, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
-            raise Overloaded("the GPU is out of memory", f"retry in {RETRY_AFTER_S} s, or use a smaller SAM_MODEL") from exc
+            raise Overloaded(
+                "the GPU is out of memory", f"retry in {RETRY_AFTER_S} s, or use a smaller SAM_MODEL"
+            ) from exc
         return False

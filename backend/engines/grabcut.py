@@ -17,6 +17,7 @@ Why these choices:
   1024, top-left aligned, padding negative) so the refinement path (`mask_input`) works
   the same for both engines; here it seeds GrabCut's initial labelling.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -57,8 +58,10 @@ class GrabCutEngine:
         if embedding.model_id != self.model_id:
             raise ValueError(f"embedding is from model {embedding.model_id!r}, this engine is {self.model_id!r}")
         if features.dtype != torch.uint8 or tuple(features.shape) != (*embedding.input_size, 3):
-            raise ValueError(f"features must be a uint8 {(*embedding.input_size, 3)} image, "
-                             f"got {features.dtype} {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be a uint8 {(*embedding.input_size, 3)} image, "
+                f"got {features.dtype} {tuple(features.shape)}"
+            )
         if _work_size(*embedding.original_size) != embedding.input_size:
             raise ValueError("embedding input_size does not follow from its original_size")
 
@@ -86,8 +89,10 @@ class GrabCutEngine:
         prior = None if mask_input is None else _prior_from_logits(np.asarray(mask_input), (sh, sw))
 
         small_mask = _grabcut(image, small_points, labels, small_box, prior)
-        mask = small_mask if (sh, sw) == (h, w) else (
-            cv2.resize(small_mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 127
+        mask = (
+            small_mask
+            if (sh, sw) == (h, w)
+            else (cv2.resize(small_mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 127)
         )
         score = _agreement(mask, points, labels, None if box is None else np.asarray(box, float).reshape(4))
         return DecodeResult(
@@ -131,10 +136,10 @@ def _grabcut(
         pad = max(8, round(0.15 * max(h, w)))
         x0, y0 = np.floor(positive.min(0)).astype(int) - pad
         x1, y1 = np.ceil(positive.max(0)).astype(int) + pad + 1
-        seeds[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = cv2.GC_PR_FGD
+        seeds[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = cv2.GC_PR_FGD
 
     radius = max(2, round(0.01 * max(h, w)))
-    for (x, y), label in zip(points, labels):
+    for (x, y), label in zip(points, labels, strict=True):
         cv2.circle(seeds, (int(round(x)), int(round(y))), radius, cv2.GC_FGD if label == 1 else cv2.GC_BGD, -1)
     if not np.isin(seeds, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
         seeds[[0, -1], :] = seeds[:, [0, -1]] = cv2.GC_PR_BGD  # GrabCut needs some background
@@ -144,8 +149,9 @@ def _grabcut(
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's k-means draws from this thread's RNG: same prompts, same mask
-    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), seeds, None, bgd_model, fgd_model,
-                ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(
+        np.ascontiguousarray(image[..., ::-1]), seeds, None, bgd_model, fgd_model, ITERATIONS, cv2.GC_INIT_WITH_MASK
+    )
     mask = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
     if len(positive):
         mask = _components_with_points(mask, positive)
@@ -179,7 +185,7 @@ def _agreement(mask: np.ndarray, points: np.ndarray, labels: np.ndarray, box: np
         return 0.0
     h, w = mask.shape
     honoured = []
-    for (x, y), label in zip(points, labels):
+    for (x, y), label in zip(points, labels, strict=True):
         inside = bool(mask[int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))])
         honoured.append(inside == (label == 1))
     if box is not None:

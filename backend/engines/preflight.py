@@ -6,6 +6,7 @@ that typo, not as a missing checkpoint; a bad number in any setting is named too
 
     python -m backend.engines.preflight        exit 0: ready to serve; 1: the message says what to fix
 """
+
 from __future__ import annotations
 
 import sys

@@ -173,8 +173,9 @@ class ImageFetcher:
         if with_credentials:
             return self.ls.send(method, url, stream=True)  # type: ignore[union-attr]
         if self.ls is not None and self.ls.is_login_url(url):  # LS sends a refused token there
-            raise LabelStudioAuthError(f"Label Studio redirected the image fetch to its login page ({url.shown})",
-                                       AUTH_FIX)
+            raise LabelStudioAuthError(
+                f"Label Studio redirected the image fetch to its login page ({url.shown})", AUTH_FIX
+            )
         try:
             return self.session.request(method, url.url, stream=True, allow_redirects=False, timeout=self.timeout)
         except requests.Timeout:
@@ -213,4 +214,3 @@ class ImageFetcher:
         else:
             fix = f"Retry later; {where} failed"
         return ImageFetchError(f"{where} answered HTTP {status} for {url.shown}", fix, retryable=retryable)
-

@@ -120,8 +120,7 @@ def _presign_task_id(task_id: Any, uri: str) -> int:
     if task_id is not None:
         problem = f"its id {_shorten(ascii(task_id), 40)} is not a non-negative integer"
     raise BadRequest(
-        f"{_shorten(uri)} is a cloud URI, fetched through Label Studio's presign endpoint for its task, "
-        f"but {problem}",
+        f"{_shorten(uri)} is a cloud URI, fetched through Label Studio's presign endpoint for its task, but {problem}",
         "Send tasks with their Label Studio id",
     )
 

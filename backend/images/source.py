@@ -6,6 +6,7 @@ backend.labelstudio.address's rules: LABEL_STUDIO_API_KEY only ever goes to LABE
 a /setup hostname (used only while LABEL_STUDIO_URL is unset) only with the access_token that
 came with it. What /setup said reaches every process through Redis when there is one.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,8 +28,9 @@ class LabelStudioImages:
         self._lock = threading.Lock()
         # With both variables set nothing of /setup is used, so nothing of it is kept or shared.
         self._uses_setup = not (settings.label_studio_url and settings.label_studio_api_key)
-        self._setup = SetupStore(settings.job_redis_url if self._uses_setup else "",
-                                 f"sam-backend:{settings.rq_queue}:ls-setup")
+        self._setup = SetupStore(
+            settings.job_redis_url if self._uses_setup else "", f"sam-backend:{settings.rq_queue}:ls-setup"
+        )
         self._identity: SetupInfo | None = None
         self._base_url = ""
         self._fetcher = self._build("", "")
@@ -56,18 +58,25 @@ class LabelStudioImages:
             base, token = hostname, access_token
         client = None
         if base:
-            client = LabelStudioClient(base, api_key=token, timeout=s.fetch_timeout_s,
-                                       from_setup=not s.label_studio_url)
+            client = LabelStudioClient(
+                base, api_key=token, timeout=s.fetch_timeout_s, from_setup=not s.label_studio_url
+            )
         self._base_url = base
-        return ImageFetcher(client, local_files_root=s.local_files_document_root, max_image_bytes=s.max_image_bytes,
-                            allow_private_image_urls=s.allow_private_image_urls, timeout=s.fetch_timeout_s,
-                            deadline_s=s.download_deadline_s)
+        return ImageFetcher(
+            client,
+            local_files_root=s.local_files_document_root,
+            max_image_bytes=s.max_image_bytes,
+            allow_private_image_urls=s.allow_private_image_urls,
+            timeout=s.fetch_timeout_s,
+            deadline_s=s.download_deadline_s,
+        )
 
     def resolve(self, task: dict, value_key: str) -> ImageRef:
         base_url, _ = self._current()
         try:
-            return resolve_image_ref(task, value_key, ls_base_url=base_url,
-                                     local_files_root=self._settings.local_files_document_root)
+            return resolve_image_ref(
+                task, value_key, ls_base_url=base_url, local_files_root=self._settings.local_files_document_root
+            )
         except ImageFetchError as exc:
             raise self._explained(exc) from None
 
@@ -84,8 +93,10 @@ class LabelStudioImages:
             why = "no /setup has reached any process of this backend in the last day"
             fix += ", or make LS send /setup: reconnect the model (project Settings -> Model) or open a task"
         elif s.workers > 1:
-            why = (f"/setup reached another of the WORKERS={s.workers} processes, and without Redis "
-                   "(REDIS_URL or QUEUE_REDIS_URL) they cannot share it")
+            why = (
+                f"/setup reached another of the WORKERS={s.workers} processes, and without Redis "
+                "(REDIS_URL or QUEUE_REDIS_URL) they cannot share it"
+            )
             fix += " (required with WORKERS > 1 and no Redis), or set REDIS_URL"
         else:
             why = "no /setup has reached this process since it started"
@@ -97,8 +108,9 @@ class LabelStudioImages:
         a file of another size is refused from its header, before its pixels are decoded."""
         _, fetcher = self._current()
         try:
-            return load_image(ref, fetcher, max_image_pixels=self._settings.max_image_pixels,
-                              expected_size=expected_size)
+            return load_image(
+                ref, fetcher, max_image_pixels=self._settings.max_image_pixels, expected_size=expected_size
+            )
         except ImageFetchError as exc:  # a cloud URI needs LS's presign endpoint, hence its address
             raise self._explained(exc) from None
         except LabelStudioAuthError as exc:

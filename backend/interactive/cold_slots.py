@@ -9,6 +9,7 @@ most THREADS - RESERVED_THREADS request threads do cold work at once and refuses
 one at once with 503 + Retry-After: waiting for a slot would itself hold a thread. The
 warm-up thread and RQ workers are not request threads: they never take a slot.
 """
+
 from __future__ import annotations
 
 import threading

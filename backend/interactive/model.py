@@ -9,6 +9,7 @@ what it passes, and `predict` returns the results with the click's timings. Two 
   AUTO_ANNOTATE_ON_PREDICT the wiring sets `batch_annotator`, which answers with automatic
   masks instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,9 +79,21 @@ class BatchAnnotator(Protocol):
 class RegionBuilder(Protocol):
     """One mask -> LS result dicts: backend.outputs.mask_to_regions."""
 
-    def __call__(self, mask: np.ndarray, output_type: OutputType, *, from_name: str, to_name: str, label: str,
-                 score: float, original_width: int, original_height: int, image_rotation: float = 0,
-                 tolerance_px: float = 1.0, min_area_px: float = 16) -> list[dict]: ...
+    def __call__(
+        self,
+        mask: np.ndarray,
+        output_type: OutputType,
+        *,
+        from_name: str,
+        to_name: str,
+        label: str,
+        score: float,
+        original_width: int,
+        original_height: int,
+        image_rotation: float = 0,
+        tolerance_px: float = 1.0,
+        min_area_px: float = 16,
+    ) -> list[dict]: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,9 @@ class Limits:
     max_prompt_points: int = 64
     max_prompt_boxes: int = 16
     max_tasks_per_request: int = 1000
-    cold_clicks: int = 6  # request threads that may work on uncached images at once; the wiring sets cold_slots_for(THREADS)
+    cold_clicks: int = (
+        6  # request threads that may work on uncached images at once; the wiring sets cold_slots_for(THREADS)
+    )
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,12 @@ class ClickTimings:
     def log_fields(self) -> dict[str, float | str]:
         """`fetch encode cache decode output`, the first two only when this click computed the embedding."""
         measured = {"fetch": self.embedding.fetch, "encode": self.embedding.encode}
-        return {**{k: v for k, v in measured.items() if v is not None}, "cache": self.embedding.cache,
-                "decode": self.decode, "output": self.output}
+        return {
+            **{k: v for k, v in measured.items() if v is not None},
+            "cache": self.embedding.cache,
+            "decode": self.decode,
+            "output": self.output,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,9 +145,19 @@ class Answer:
 class SamBackend:
     """One per process; thread-safe (state lives in the engine, caches and warm-up queue)."""
 
-    def __init__(self, engine: ServingEngine, cache: EmbeddingStore, logits: LogitsCache, images: ImageSource,
-                 to_regions: RegionBuilder, metrics: Metrics, limits: Limits = Limits(),
-                 warm_queue_size: int = 64, warm_on_predict: bool = True, region_options: dict | None = None):
+    def __init__(
+        self,
+        engine: ServingEngine,
+        cache: EmbeddingStore,
+        logits: LogitsCache,
+        images: ImageSource,
+        to_regions: RegionBuilder,
+        metrics: Metrics,
+        limits: Limits = Limits(),
+        warm_queue_size: int = 64,
+        warm_on_predict: bool = True,
+        region_options: dict | None = None,
+    ):
         self.engine = engine
         self.cache = cache
         self.logits = logits
@@ -142,7 +171,8 @@ class SamBackend:
         # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
         self.batch_annotator: BatchAnnotator | None = None
         self.warmup: WarmupQueue[ImageRef] = WarmupQueue(
-            self._warm, warm_queue_size,
+            self._warm,
+            warm_queue_size,
             on_drop=metrics.warmup_dropped.inc,
             on_done=lambda ok: metrics.warmup_done.labels(ok=str(ok).lower()).inc(),
         )
@@ -164,8 +194,10 @@ class SamBackend:
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise BadRequest("tasks must be a non-empty list of task objects")
         if len(tasks) > self.limits.max_tasks_per_request:
-            raise BadRequest(f"{len(tasks)} tasks exceed MAX_TASKS_PER_REQUEST={self.limits.max_tasks_per_request}",
-                             "send fewer tasks per request")
+            raise BadRequest(
+                f"{len(tasks)} tasks exceed MAX_TASKS_PER_REQUEST={self.limits.max_tasks_per_request}",
+                "send fewer tasks per request",
+            )
         config = parse_label_config(label_config)
         if context:
             if not isinstance(tasks[0].get("data"), dict):
@@ -223,11 +255,17 @@ class SamBackend:
         started = time.perf_counter()
         masks, scores = self._decode(embedding, prompts, self._cache_key(ref))
         decoded = time.perf_counter()
-        regions = [region for mask, score in zip(masks, scores) for region in self._regions(mask, score, target, prompts)]
+        regions = [
+            region
+            for mask, score in zip(masks, scores, strict=True)
+            for region in self._regions(mask, score, target, prompts)
+        ]
         timings = ClickTimings(spent, decode=decoded - started, output=time.perf_counter() - decoded)
         return self._prediction(regions, float(np.mean(scores)) if len(scores) else 0.0), timings
 
-    def _click_embedding(self, ref: ImageRef, expected_size: tuple[int, int]) -> tuple[ImageEmbedding, EmbeddingTimings]:
+    def _click_embedding(
+        self, ref: ImageRef, expected_size: tuple[int, int]
+    ) -> tuple[ImageEmbedding, EmbeddingTimings]:
         """A click on an image this process holds never waits; any other (Redis, a peer's encode,
         the download, the decode, the encode) needs one of the request threads' cold slots."""
         hit = self.cache.get_local(self._cache_key(ref))
@@ -237,8 +275,14 @@ class SamBackend:
         with self.cold_slots.slot():
             return self.embedding(ref, "click", expected_size=expected_size)
 
-    def embedding(self, ref: ImageRef, source: str, *, image: np.ndarray | None = None,
-                  expected_size: tuple[int, int] | None = None) -> tuple[ImageEmbedding, EmbeddingTimings]:
+    def embedding(
+        self,
+        ref: ImageRef,
+        source: str,
+        *,
+        image: np.ndarray | None = None,
+        expected_size: tuple[int, int] | None = None,
+    ) -> tuple[ImageEmbedding, EmbeddingTimings]:
         """The image's embedding; the image is fetched (unless the caller already has it) and
         encoded only when no cache has it. Takes no cold slot: request threads hold one around it."""
         computed = EmbeddingTimings("computed")  # stays without figures when another caller computed it
@@ -252,8 +296,9 @@ class SamBackend:
         self.metrics.cache.labels(level=level, source=source).inc()
         return embedding, EmbeddingTimings(level, computed.fetch, computed.encode)
 
-    def _encode(self, ref: ImageRef, image: np.ndarray | None,
-                expected_size: tuple[int, int] | None) -> tuple[ImageEmbedding, EmbeddingTimings]:
+    def _encode(
+        self, ref: ImageRef, image: np.ndarray | None, expected_size: tuple[int, int] | None
+    ) -> tuple[ImageEmbedding, EmbeddingTimings]:
         fetch = None
         if image is None:
             started = time.perf_counter()
@@ -264,7 +309,9 @@ class SamBackend:
         embedding = self.engine.encode(image)
         return embedding, EmbeddingTimings("computed", fetch, time.perf_counter() - started)
 
-    def _decode(self, embedding: ImageEmbedding, prompts: PromptSet, image_key: str) -> tuple[list[np.ndarray], list[float]]:
+    def _decode(
+        self, embedding: ImageEmbedding, prompts: PromptSet, image_key: str
+    ) -> tuple[list[np.ndarray], list[float]]:
         """Decoding policy: a lone click asks for SAM's three candidates and keeps the best
         (one point is ambiguous: part, object or group); anything more specific asks for one
         mask. A click added to an earlier prompt is refined from that prompt's low-res logits."""
@@ -277,16 +324,24 @@ class SamBackend:
             mask_input = self.logits.get(image_key, _signature(prompts.previous))
             self.metrics.refine.labels(found=str(mask_input is not None).lower()).inc()
         single = prompts.single_point and mask_input is None
-        result = self.engine.decode(embedding, **_decoder_args(prompt), mask_input=mask_input,
-                                    multimask=single, best_only=single)
+        result = self.engine.decode(
+            embedding, **_decoder_args(prompt), mask_input=mask_input, multimask=single, best_only=single
+        )
         self.logits.put(image_key, _signature(prompt), result.low_res_logits[:1])
         return [result.masks[0]], [float(result.scores[0])]
 
     def _regions(self, mask: np.ndarray, score: float, target: OutputTarget, prompts: PromptSet) -> list[dict]:
         return self.to_regions(
-            mask, target.output_type, from_name=target.from_name, to_name=target.to_name, label=target.label,
-            score=score, original_width=prompts.original_width, original_height=prompts.original_height,
-            image_rotation=prompts.image_rotation, **self.region_options,
+            mask,
+            target.output_type,
+            from_name=target.from_name,
+            to_name=target.to_name,
+            label=target.label,
+            score=score,
+            original_width=prompts.original_width,
+            original_height=prompts.original_height,
+            image_rotation=prompts.image_rotation,
+            **self.region_options,
         )
 
     def _cache_key(self, ref: ImageRef) -> str:

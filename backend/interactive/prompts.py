@@ -15,6 +15,7 @@ coordinates as they are and echo `image_rotation` on the output regions; a mask 
 the unrotated image then lands exactly where the annotator clicked in the rotated view.
 (All captured samples have rotation 0; the serialisation rule is the frontend's.)
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,9 @@ def _rotation(region: dict) -> int | float:
 
 def _size(region: dict, key: str, index: int) -> int:
     if key not in region:
-        raise BadRequest(f"context.result[{index}] has no {key}", "LS sends original_width/original_height with every region")
+        raise BadRequest(
+            f"context.result[{index}] has no {key}", "LS sends original_width/original_height with every region"
+        )
     return int(number(region[key], f"context.result[{index}].{key}", 1, MAX_IMAGE_SIDE, whole=True))
 
 
@@ -166,7 +169,7 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
         else:
             raise BadRequest(
                 f"context.result[{i}] has type {kind!r}; smart prompts must be keypointlabels or rectanglelabels",
-                "use KeyPointLabels or RectangleLabels with smart=\"true\" as the prompt tools",
+                'use KeyPointLabels or RectangleLabels with smart="true" as the prompt tools',
             )
         if isinstance(region.get("from_name"), str):
             controls.add(region["from_name"])
@@ -176,7 +179,9 @@ def parse_context(context: Any, max_points: int, max_boxes: int) -> PromptSet:
     if len(boxes) > max_boxes:
         raise BadRequest(f"{len(boxes)} rectangles exceed the limit of {max_boxes}", _LIMIT_FIX)
     if points and len(boxes) > 1:
-        raise BadRequest("points can refine one rectangle at a time, got several", "accept or delete the other rectangles first")
+        raise BadRequest(
+            "points can refine one rectangle at a time, got several", "accept or delete the other rectangles first"
+        )
 
     if len(boxes) > 1:
         prompts = tuple(_prompt([], b) for b in boxes)

@@ -5,6 +5,7 @@ predictions" on a batch), encoding those images now turns the annotator's first 
 a cache hit. The work is bounded: one daemon thread per process and a capped queue; when the
 queue is full new items are dropped and counted, never piled up as threads or memory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,13 @@ T = TypeVar("T")
 class WarmupQueue(Generic[T]):
     """`submit(key, item)` queues `work(item)` unless the same key is already pending."""
 
-    def __init__(self, work: Callable[[T], None], maxsize: int,
-                 on_drop: Callable[[], None] = lambda: None, on_done: Callable[[bool], None] = lambda ok: None):
+    def __init__(
+        self,
+        work: Callable[[T], None],
+        maxsize: int,
+        on_drop: Callable[[], None] = lambda: None,
+        on_done: Callable[[bool], None] = lambda ok: None,
+    ):
         self._work = work
         self._on_drop = on_drop
         self._on_done = on_done

@@ -25,6 +25,7 @@ in that value is an LS user's secret: anyone who can read that Redis can read it
 Redis each process knows only what its own /setup said, so with WORKERS > 1 LABEL_STUDIO_URL
 is required (/health warns).
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,10 @@ def parse_setup(body: dict, token_required: bool) -> SetupInfo | None:
     if token is None:
         token = ""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
-        raise BadRequest(f"access_token must be a string of at most {MAX_TOKEN_CHARS} visible ASCII characters",
-                         "send the Label Studio token as it is (LS sends the project creator's legacy token)")
+        raise BadRequest(
+            f"access_token must be a string of at most {MAX_TOKEN_CHARS} visible ASCII characters",
+            "send the Label Studio token as it is (LS sends the project creator's legacy token)",
+        )
     if hostname is None or hostname == "":
         return None
     hostname = _ls_base_url(hostname, "hostname")
@@ -165,14 +168,17 @@ def address_warnings(label_studio_url: str, api_key: str, workers: int, redis_ur
             "LABEL_STUDIO_URL is not set and basic auth is off: any client that can reach this backend can send "
             "/setup and point LS-path image fetches (with a token of its own) at hosts on Label Studio's network, "
             "private and loopback addresses included (never link-local or metadata addresses). Set "
-            "LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY), or BASIC_AUTH_USER and BASIC_AUTH_PASS")
+            "LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY), or BASIC_AUTH_USER and BASIC_AUTH_PASS"
+        )
     if not label_studio_url and workers > 1 and not redis_url:
         warnings.append(
             f"LABEL_STUDIO_URL is required with WORKERS={workers} and no Redis: LS sends /setup (its address and "
             "token) to one worker only, and the others answer clicks on LS-hosted images with 424. Set "
-            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or REDIS_URL / QUEUE_REDIS_URL so workers share it")
+            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or REDIS_URL / QUEUE_REDIS_URL so workers share it"
+        )
     if api_key and not label_studio_url:
         warnings.append(
             "LABEL_STUDIO_API_KEY is set but LABEL_STUDIO_URL is not: the key is only ever sent to LABEL_STUDIO_URL, "
-            "so it is unused and images are fetched with the access_token LS sends in /setup")
+            "so it is unused and images are fetched with the access_token LS sends in /setup"
+        )
     return warnings

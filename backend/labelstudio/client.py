@@ -109,7 +109,8 @@ class LabelStudioClient:
             ) from None
         if "?" in self.base.target:
             raise BackendError(
-                f"the Label Studio URL {self.base.shown} has a query", "Give Label Studio's base URL only",
+                f"the Label Studio URL {self.base.shown} has a query",
+                "Give Label Studio's base URL only",
                 code="bad_label_studio_url",
             )
         self.base_url = self.base.url.rstrip("/")  # for messages and joining paths

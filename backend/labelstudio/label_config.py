@@ -6,6 +6,7 @@ of them should receive the mask. The XML comes from a project admin, so it is pa
 standard library after refusing DOCTYPE/ENTITY declarations (the entity-expansion attacks
 defusedxml guards against need one of those to exist).
 """
+
 from __future__ import annotations
 
 import re
@@ -91,7 +92,9 @@ def _parse(xml: str) -> LabelConfig:
     if len(xml) > MAX_CONFIG_CHARS:
         raise BadRequest(f"label_config is longer than {MAX_CONFIG_CHARS} characters")
     if _FORBIDDEN.search(xml):
-        raise BadRequest("label_config contains a DOCTYPE or ENTITY declaration", "remove it; LS configs never need one")
+        raise BadRequest(
+            "label_config contains a DOCTYPE or ENTITY declaration", "remove it; LS configs never need one"
+        )
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -111,10 +114,16 @@ def _parse(xml: str) -> LabelConfig:
         elif tag in OUTPUT_TAG_TYPES or tag in PROMPT_TYPES:
             to_names = tuple(n.strip() for n in (_attr(elem, "toName") or "").split(",") if n.strip())
             labels = tuple(
-                v for child in elem.iter() if child is not elem and isinstance(child.tag, str)
-                and child.tag.lower() == "label" and (v := _attr(child, "value")) is not None
+                v
+                for child in elem.iter()
+                if child is not elem
+                and isinstance(child.tag, str)
+                and child.tag.lower() == "label"
+                and (v := _attr(child, "value")) is not None
             )
-            controls[name] = Control(tag=tag, name=name, to_names=to_names, labels=labels, smart=_truthy(_attr(elem, "smart")))
+            controls[name] = Control(
+                tag=tag, name=name, to_names=to_names, labels=labels, smart=_truthy(_attr(elem, "smart"))
+            )
     return LabelConfig(images=images, controls=controls)
 
 

@@ -1,4 +1,5 @@
 """Masks -> Label Studio results: brush RLE, polygons, rectangles."""
+
 from backend.outputs.polygons import Polygon, mask_to_polygons
 from backend.outputs.regions import (
     OUTPUT_TAGS,

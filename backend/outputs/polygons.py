@@ -12,6 +12,7 @@ inside the mask's real edge; each traced outline is therefore pushed out by half
 (vertex by vertex, along the bisector of its edges' normals) before conversion, so a
 10x10 square comes out as exactly [x, x+10] x [y, y+10] and small blobs keep their area.
 """
+
 from __future__ import annotations
 
 import cv2

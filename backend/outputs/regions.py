@@ -6,6 +6,7 @@ plus ``score`` (LS shows a per-region score) and ``readonly: false`` so the anno
 edit the region. Brush masks must be at the original image size (the RLE has no size of
 its own); polygons and rectangles are in percent, so any mask resolution works for them.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -49,8 +50,17 @@ def brush_region(
             f"({original_height}, {original_width}); LS would draw it garbled"
         )
     value = {"format": "rle", "rle": mask_to_rle(mask), REGION_TYPES["brush"]: [label]}
-    return _region(REGION_TYPES["brush"], value, from_name, to_name, score, original_width, original_height,
-                   image_rotation, region_id)
+    return _region(
+        REGION_TYPES["brush"],
+        value,
+        from_name,
+        to_name,
+        score,
+        original_width,
+        original_height,
+        image_rotation,
+        region_id,
+    )
 
 
 def polygon_regions(
@@ -68,8 +78,17 @@ def polygon_regions(
 ) -> list[dict]:
     """One polygonlabels region per connected component (holes filled; see polygons.py)."""
     return [
-        _region(REGION_TYPES["polygon"], {"points": points, "closed": True, REGION_TYPES["polygon"]: [label]},
-                from_name, to_name, score, original_width, original_height, image_rotation, None)
+        _region(
+            REGION_TYPES["polygon"],
+            {"points": points, "closed": True, REGION_TYPES["polygon"]: [label]},
+            from_name,
+            to_name,
+            score,
+            original_width,
+            original_height,
+            image_rotation,
+            None,
+        )
         for points in mask_to_polygons(mask, tolerance_px=tolerance_px, min_area_px=min_area_px)
     ]
 
@@ -100,8 +119,17 @@ def rectangle_region(
         "rotation": 0,
         REGION_TYPES["rectangle"]: [label],
     }
-    return _region(REGION_TYPES["rectangle"], value, from_name, to_name, score, original_width, original_height,
-                   image_rotation, region_id)
+    return _region(
+        REGION_TYPES["rectangle"],
+        value,
+        from_name,
+        to_name,
+        score,
+        original_width,
+        original_height,
+        image_rotation,
+        region_id,
+    )
 
 
 def mask_to_regions(
@@ -121,9 +149,15 @@ def mask_to_regions(
     """The regions of one mask in the requested output type; [] for an empty mask."""
     if not np.any(mask):
         return []
-    common = dict(from_name=from_name, to_name=to_name, label=label, score=score,
-                  original_width=original_width, original_height=original_height,
-                  image_rotation=image_rotation)
+    common = dict(
+        from_name=from_name,
+        to_name=to_name,
+        label=label,
+        score=score,
+        original_width=original_width,
+        original_height=original_height,
+        image_rotation=image_rotation,
+    )
     if output_type == "brush":
         return [brush_region(mask, **common)]
     if output_type == "polygon":
@@ -133,8 +167,17 @@ def mask_to_regions(
     raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
-def _region(kind: str, value: dict, from_name: str, to_name: str, score: float, original_width: int,
-            original_height: int, image_rotation: float, rid: str | None) -> dict:
+def _region(
+    kind: str,
+    value: dict,
+    from_name: str,
+    to_name: str,
+    score: float,
+    original_width: int,
+    original_height: int,
+    image_rotation: float,
+    rid: str | None,
+) -> dict:
     return {
         "id": rid or region_id(),
         "type": kind,

@@ -11,6 +11,7 @@ exactly what the reference backends send: every run of equal values becomes repe
 holds it; longer runs use the 16-bit class in pieces of 65536 values, the remainder last;
 and the padding always adds 1..8 zero bits (a whole zero byte when already aligned).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ needs is added here (the batch annotator of AUTO_ANNOTATE_ON_PREDICT, which hand
 to RQ). Every error leaves as JSON `{"error", "message", "fix"}` with a 4xx/5xx status; each
 request logs one line with its timings, never bodies or tokens.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.extensions["sam_backend"] = backend
     if settings.auto_annotate_on_predict:
         backend.batch_annotator = PredictAutoAnnotator(
-            AutoAnnotator(backend), options_from_setting(settings.auto_annotate_options),
-            settings.auto_annotate_max_sync_tasks, run_starter(settings))
+            AutoAnnotator(backend),
+            options_from_setting(settings.auto_annotate_options),
+            settings.auto_annotate_max_sync_tasks,
+            run_starter(settings),
+        )
     app.register_blueprint(protocol_blueprint(settings, backend, images))
     app.register_blueprint(auto_annotate_blueprint(settings, backend.engine.model_id))
     threading.Thread(target=_preload, args=(backend.engine,), name="model-load", daemon=True).start()
@@ -86,9 +90,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         if isinstance(exc, RequestEntityTooLarge):
-            body = {"error": "payload_too_large",
-                    "message": f"request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}",
-                    "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES"}
+            body = {
+                "error": "payload_too_large",
+                "message": f"request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}",
+                "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES",
+            }
         else:
             body = {"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description or ""}
         return _error_response(body, exc.code or 500)
@@ -96,7 +102,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify({"error": "internal_error", "message": f"{type(exc).__name__}: the backend hit a bug; see its log"}), 500
+        return jsonify(
+            {"error": "internal_error", "message": f"{type(exc).__name__}: the backend hit a bug; see its log"}
+        ), 500
 
     return app
 

@@ -1,4 +1,5 @@
 """Optional HTTP basic auth (BASIC_AUTH_USER / BASIC_AUTH_PASS), as LS's ML backend settings send it."""
+
 from __future__ import annotations
 
 import base64
@@ -60,5 +61,7 @@ def check_basic_auth(header: str | None, user: str, password: str) -> None:
     user_ok = _matches(given_user, user)
     pass_ok = _matches(given_pass, password)
     if given is None or not (user_ok and pass_ok):
-        raise Unauthorized("missing or wrong basic auth credentials",
-                           "set the same user and password in the LS model settings (Basic auth)")
+        raise Unauthorized(
+            "missing or wrong basic auth credentials",
+            "set the same user and password in the LS model settings (Basic auth)",
+        )

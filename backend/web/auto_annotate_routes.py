@@ -1,4 +1,5 @@
 """POST /auto-annotate (start a run) and GET /auto-annotate/<run_id> (its progress)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
@@ -18,8 +19,9 @@ def auto_annotate_blueprint(settings: Settings, model_id: str) -> Blueprint:
     @routes.post("/auto-annotate")
     def start() -> tuple[Response, int]:
         body = json_object()
-        run_id = start_run(settings, queue_redis, model_id, body.get("project"), body.get("tasks", "all"),
-                           body.get("options"))
+        run_id = start_run(
+            settings, queue_redis, model_id, body.get("project"), body.get("tasks", "all"), body.get("options")
+        )
         # job_id: what run_id was called before; kept (deprecated) for scripts that read it.
         return jsonify(run_id=run_id, status_url=f"/auto-annotate/{run_id}", job_id=run_id), 202
 
@@ -30,8 +32,10 @@ def auto_annotate_blueprint(settings: Settings, model_id: str) -> Blueprint:
             with queue_redis.connection() as connection:
                 found = RunProgress(connection).status(run_id)
         if found is None:
-            raise NotFound(f"no auto-annotate run {run_id[:64]!r}",
-                           "run ids come from POST /auto-annotate (its run_id); runs expire after 7 days")
+            raise NotFound(
+                f"no auto-annotate run {run_id[:64]!r}",
+                "run ids come from POST /auto-annotate (its run_id); runs expire after 7 days",
+            )
         return jsonify(found)
 
     return routes

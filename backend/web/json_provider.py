@@ -5,6 +5,7 @@ encoder takes 20-35 ms to write one at 1500x1000, more than the decoder itself, 
 about 1 ms. Request bodies are still parsed by the standard library, which keeps its
 error messages and its NaN handling (rejected later, with a clear 4xx, by validation).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ Serve it with `app.get("/openapi.json")(lambda: jsonify(openapi_spec()))`.
 Names, bounds and defaults come from the modules that validate them (auto-annotate options
 from annotator.OPTIONS, output and prompt types, id and size limits), never restated here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,10 @@ _STRING = {"type": "string"}
 
 def _errors(*statuses: str) -> dict[str, Any]:
     return {
-        status: {"description": _ERROR_STATUSES[status],
-                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        status: {
+            "description": _ERROR_STATUSES[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
         for status in statuses
     }
 
@@ -51,8 +54,12 @@ def _json_body(ref: str, required: bool = True) -> dict[str, Any]:
 
 
 def _ok(ref: str, description: str, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description,
-                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}}
+    return {
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        }
+    }
 
 
 _COMMON = ("401", "404", "405")
@@ -73,69 +80,111 @@ def _option_schema(option: Option, default: Any) -> dict[str, Any]:
 
 def _options_schema() -> dict[str, Any]:
     defaults = option_defaults()
-    return {"type": "object", "additionalProperties": False,
-            "properties": {name: _option_schema(option, defaults[name]) for name, option in OPTIONS.items()}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _option_schema(option, defaults[name]) for name, option in OPTIONS.items()},
+    }
 
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error", "message"],
-        "properties": {"error": {"type": "string", "description": "machine-readable code, e.g. bad_request"},
-                       "message": {"type": "string", "description": "the cause, naming the field, limit or tag"},
-                       "fix": {"type": "string", "description": "what to change"}},
+        "properties": {
+            "error": {"type": "string", "description": "machine-readable code, e.g. bad_request"},
+            "message": {"type": "string", "description": "the cause, naming the field, limit or tag"},
+            "fix": {"type": "string", "description": "what to change"},
+        },
     },
     "Health": {
         "type": "object",
         "required": ["status", "model_class", "model_version", "model_loaded"],
-        "properties": {"status": {"type": "string", "enum": ["UP"]}, "model_class": _STRING,
-                       "model_version": _STRING, "model_loaded": {"type": "boolean"},
-                       "engine": {"type": "string", "description": "sam | grabcut (or an injected engine's class)"},
-                       "warnings": {"type": "array", "items": _STRING,
-                                    "description": "configurations that will fail some clicks or ignore a setting"}},
+        "properties": {
+            "status": {"type": "string", "enum": ["UP"]},
+            "model_class": _STRING,
+            "model_version": _STRING,
+            "model_loaded": {"type": "boolean"},
+            "engine": {"type": "string", "description": "sam | grabcut (or an injected engine's class)"},
+            "warnings": {
+                "type": "array",
+                "items": _STRING,
+                "description": "configurations that will fail some clicks or ignore a setting",
+            },
+        },
         "additionalProperties": True,
     },
     "Setup": {
         "type": "object",
         "description": "What LS sends when connecting, opening a task or retrieving predictions "
-                       "(ls-samples/setup_request.json); no model loading happens here. hostname and access_token "
-                       "are used only while LABEL_STUDIO_URL is unset, and only together; LABEL_STUDIO_API_KEY "
-                       "never goes to hostname.",
-        "properties": {"project": _STRING, "schema": _STRING,
-                       "hostname": {"type": "string", "nullable": True, "maxLength": MAX_URL_CHARS,
-                                    "description": "LS's base URL: absolute http(s), a host, a port in 1-65535, "
-                                                   "no credentials, query or fragment (else 400)"},
-                       "access_token": {"type": "string", "nullable": True, "maxLength": MAX_TOKEN_CHARS,
-                                        "description": "visible ASCII; required with hostname when "
-                                                       "LABEL_STUDIO_URL is unset (else 400)"},
-                       "extra_params": {"nullable": True}},
+        "(ls-samples/setup_request.json); no model loading happens here. hostname and access_token "
+        "are used only while LABEL_STUDIO_URL is unset, and only together; LABEL_STUDIO_API_KEY "
+        "never goes to hostname.",
+        "properties": {
+            "project": _STRING,
+            "schema": _STRING,
+            "hostname": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": MAX_URL_CHARS,
+                "description": "LS's base URL: absolute http(s), a host, a port in 1-65535, "
+                "no credentials, query or fragment (else 400)",
+            },
+            "access_token": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": MAX_TOKEN_CHARS,
+                "description": "visible ASCII; required with hostname when LABEL_STUDIO_URL is unset (else 400)",
+            },
+            "extra_params": {"nullable": True},
+        },
         "additionalProperties": True,
     },
-    "Versions": {"type": "object", "required": ["versions"],
-                 "properties": {"versions": {"type": "array", "items": _STRING}}},
+    "Versions": {
+        "type": "object",
+        "required": ["versions"],
+        "properties": {"versions": {"type": "array", "items": _STRING}},
+    },
     "SetupResult": {"type": "object", "required": ["model_version"], "properties": {"model_version": _STRING}},
     "Task": {
         "type": "object",
-        "properties": {"id": {"type": "integer"},
-                       "data": {"type": "object", "additionalProperties": {"type": "string"},
-                                "description": "task data; the <Image value=\"$key\"> key holds the image URL"}},
+        "properties": {
+            "id": {"type": "integer"},
+            "data": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": 'task data; the <Image value="$key"> key holds the image URL',
+            },
+        },
         "additionalProperties": True,
     },
     "Region": {
         "type": "object",
         "description": f"A smart prompt region: {PROMPT_TYPES[0]} (value.x/y %) or {PROMPT_TYPES[1]} "
-                       "(x, y, width, height %)",
+        "(x, y, width, height %)",
         "required": ["original_width", "original_height", "value", "to_name", "type"],
         "properties": {
-            "original_width": _IMAGE_SIDE, "original_height": _IMAGE_SIDE,
-            "image_rotation": _NUMBER, "is_positive": {"type": "boolean"},
-            "from_name": _STRING, "to_name": _STRING, "id": _STRING,
+            "original_width": _IMAGE_SIDE,
+            "original_height": _IMAGE_SIDE,
+            "image_rotation": _NUMBER,
+            "is_positive": {"type": "boolean"},
+            "from_name": _STRING,
+            "to_name": _STRING,
+            "id": _STRING,
             "type": {"type": "string", "enum": list(PROMPT_TYPES)},
-            "value": {"type": "object", "properties": {
-                "x": _NUMBER, "y": _NUMBER, "width": _NUMBER, "height": _NUMBER, "rotation": _NUMBER,
-                "positive": {"type": "boolean"},
-                **{kind: {"type": "array", "items": _STRING} for kind in PROMPT_TYPES}},
-                "additionalProperties": True},
+            "value": {
+                "type": "object",
+                "properties": {
+                    "x": _NUMBER,
+                    "y": _NUMBER,
+                    "width": _NUMBER,
+                    "height": _NUMBER,
+                    "rotation": _NUMBER,
+                    "positive": {"type": "boolean"},
+                    **{kind: {"type": "array", "items": _STRING} for kind in PROMPT_TYPES},
+                },
+                "additionalProperties": True,
+            },
         },
         "additionalProperties": True,
     },
@@ -143,62 +192,98 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["tasks", "label_config"],
         "properties": {
-            "tasks": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Task"},
-                      "description": "interactive: only tasks[0] is used; batch: at most MAX_TASKS_PER_REQUEST"},
+            "tasks": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/Task"},
+                "description": "interactive: only tasks[0] is used; batch: at most MAX_TASKS_PER_REQUEST",
+            },
             "label_config": {"type": "string", "description": "the project's labeling config XML"},
             "project": _STRING,
-            "params": {"type": "object", "properties": {
-                "context": {"type": "object", "nullable": True,
-                            "description": "null: warm the cache, no predictions; with result: a mask",
-                            "properties": {"result": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}}}},
-                "login": {"nullable": True}, "password": {"nullable": True}}, "additionalProperties": True},
+            "params": {
+                "type": "object",
+                "properties": {
+                    "context": {
+                        "type": "object",
+                        "nullable": True,
+                        "description": "null: warm the cache, no predictions; with result: a mask",
+                        "properties": {"result": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}}},
+                    },
+                    "login": {"nullable": True},
+                    "password": {"nullable": True},
+                },
+                "additionalProperties": True,
+            },
         },
         "additionalProperties": True,
     },
     "Prediction": {
         "type": "object",
         "required": ["result", "score", "model_version"],
-        "properties": {"result": {"type": "array", "items": {"type": "object"},
-                                  "description": f"LS regions: {', '.join(REGION_TYPES.values())}"},
-                       "score": _NUMBER, "model_version": _STRING},
+        "properties": {
+            "result": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": f"LS regions: {', '.join(REGION_TYPES.values())}",
+            },
+            "score": _NUMBER,
+            "model_version": _STRING,
+        },
     },
     "PredictResult": {
-        "type": "object", "required": ["results"],
-        "properties": {"results": {
-            "type": "array",
-            "description": "one entry per task: a prediction, or [] for none (a cache warm-up: LS stores nothing)",
-            "items": {"oneOf": [{"$ref": "#/components/schemas/Prediction"}, {"type": "array", "maxItems": 0}]}}},
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "one entry per task: a prediction, or [] for none (a cache warm-up: LS stores nothing)",
+                "items": {"oneOf": [{"$ref": "#/components/schemas/Prediction"}, {"type": "array", "maxItems": 0}]},
+            }
+        },
     },
     "WebhookEvent": {
-        "type": "object", "properties": {"action": _STRING, "project": {"type": "object"}},
+        "type": "object",
+        "properties": {"action": _STRING, "project": {"type": "object"}},
         "additionalProperties": True,
     },
-    "WebhookResult": {"type": "object", "required": ["status", "message"],
-                      "properties": {"status": _STRING, "message": _STRING}},
+    "WebhookResult": {
+        "type": "object",
+        "required": ["status", "message"],
+        "properties": {"status": _STRING, "message": _STRING},
+    },
     "AutoAnnotateRequest": {
         "type": "object",
         "required": ["project"],
         "properties": {
             "project": _LS_ID,
-            "tasks": {"oneOf": [{"type": "string", "enum": ["all"]}, {"type": "array", "minItems": 1, "items": _LS_ID}],
-                      "default": "all"},
+            "tasks": {
+                "oneOf": [{"type": "string", "enum": ["all"]}, {"type": "array", "minItems": 1, "items": _LS_ID}],
+                "default": "all",
+            },
             "options": _options_schema(),
         },
     },
-    "AutoAnnotateStarted": {"type": "object", "required": ["run_id", "status_url"],
-                            "properties": {"run_id": _STRING, "status_url": _STRING,
-                                           "job_id": {**_STRING, "deprecated": True}}},
+    "AutoAnnotateStarted": {
+        "type": "object",
+        "required": ["run_id", "status_url"],
+        "properties": {"run_id": _STRING, "status_url": _STRING, "job_id": {**_STRING, "deprecated": True}},
+    },
     "AutoAnnotateStatus": {
         "type": "object",
         "required": ["run_id", "state", "project", "total", "done", "failed", "errors"],
         "properties": {
             "run_id": _STRING,
             "state": {"type": "string", "enum": ["queued", "running", "finished", "finished_with_errors", "failed"]},
-            "project": {"type": "integer"}, "total": {"type": "integer"}, "done": {"type": "integer"},
-            "failed": {"type": "integer"}, "planning": {"type": "boolean"},
+            "project": {"type": "integer"},
+            "total": {"type": "integer"},
+            "done": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "planning": {"type": "boolean"},
             "planning_error": {"type": "string", "nullable": True},
-            "errors": {"type": "array", "items": {"type": "object", "properties": {
-                "task": {"type": "integer"}, "error": _STRING}}},
+            "errors": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"task": {"type": "integer"}, "error": _STRING}},
+            },
             "timings": {"type": "object"},
         },
     },
@@ -207,45 +292,90 @@ _SCHEMAS: dict[str, Any] = {
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "SAM ML backend for Label Studio", "version": "1",
-             "description": "Label Studio's ML backend protocol (/health, /setup, /predict, /webhook) "
-                            "plus metrics and batch auto-annotation. Errors: {error, message, fix}."},
+    "info": {
+        "title": "SAM ML backend for Label Studio",
+        "version": "1",
+        "description": "Label Studio's ML backend protocol (/health, /setup, /predict, /webhook) "
+        "plus metrics and batch auto-annotation. Errors: {error, message, fix}.",
+    },
     "components": {
         "schemas": _SCHEMAS,
-        "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic",
-                                          "description": "only when BASIC_AUTH_USER / BASIC_AUTH_PASS are set"}},
+        "securitySchemes": {
+            "basicAuth": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "only when BASIC_AUTH_USER / BASIC_AUTH_PASS are set",
+            }
+        },
     },
     "security": [{}, {"basicAuth": []}],
     "paths": {
-        "/health": {"get": {"summary": "Liveness and model status (LS polls it with a 1 s timeout)",
-                            "responses": {**_ok("Health", "up"), **_errors(*_COMMON)}}},
+        "/health": {
+            "get": {
+                "summary": "Liveness and model status (LS polls it with a 1 s timeout)",
+                "responses": {**_ok("Health", "up"), **_errors(*_COMMON)},
+            }
+        },
         "/": {"get": {"summary": "Same as /health", "responses": {**_ok("Health", "up"), **_errors(*_COMMON)}}},
-        "/setup": {"post": {"summary": "LS connects: remembers hostname and access_token, answers the model version",
-                            "requestBody": _json_body("Setup"),
-                            "responses": {**_ok("SetupResult", "connected"), **_errors("400", "413", *_COMMON)}}},
-        "/versions": {"get": {"summary": "The model versions this backend serves (LS's model page asks)",
-                              "responses": {**_ok("Versions", "the versions"), **_errors(*_COMMON)}}},
-        "/predict": {"post": {
-            "summary": "Interactive mask for tasks[0] (context.result) or cache warm-up for each task (no context)",
-            "requestBody": _json_body("PredictRequest"),
-            "responses": {**_ok("PredictResult", "one prediction per task"),
-                          **_errors("400", "403", "413", "415", "422", "424", "503", *_COMMON)}}},
-        "/webhook": {"post": {"summary": "LS events (START_TRAINING, ANNOTATION_CREATED, ...): acknowledged, no training",
-                              "requestBody": _json_body("WebhookEvent"),
-                              "responses": {**_ok("WebhookResult", "acknowledged"), **_errors("400", "413", *_COMMON)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics of this process",
-                             "responses": {"200": {"description": "text exposition format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                           **_errors(*_COMMON)}}},
-        "/auto-annotate": {"post": {
-            "summary": "Start pre-labelling a project's tasks with automatic masks (RQ workers do the work)",
-            "requestBody": _json_body("AutoAnnotateRequest"),
-            "responses": {**_ok("AutoAnnotateStarted", "run queued", "202"),
-                          **_errors("400", "413", "422", "424", "503", *_COMMON)}}},
-        "/auto-annotate/{run_id}": {"get": {
-            "summary": "Progress of a run: counts, state, and every failed task with its reason",
-            "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {**_ok("AutoAnnotateStatus", "the run's state"), **_errors("503", *_COMMON)}}},
+        "/setup": {
+            "post": {
+                "summary": "LS connects: remembers hostname and access_token, answers the model version",
+                "requestBody": _json_body("Setup"),
+                "responses": {**_ok("SetupResult", "connected"), **_errors("400", "413", *_COMMON)},
+            }
+        },
+        "/versions": {
+            "get": {
+                "summary": "The model versions this backend serves (LS's model page asks)",
+                "responses": {**_ok("Versions", "the versions"), **_errors(*_COMMON)},
+            }
+        },
+        "/predict": {
+            "post": {
+                "summary": "Interactive mask for tasks[0] (context.result) or cache warm-up for each task (no context)",
+                "requestBody": _json_body("PredictRequest"),
+                "responses": {
+                    **_ok("PredictResult", "one prediction per task"),
+                    **_errors("400", "403", "413", "415", "422", "424", "503", *_COMMON),
+                },
+            }
+        },
+        "/webhook": {
+            "post": {
+                "summary": "LS events (START_TRAINING, ANNOTATION_CREATED, ...): acknowledged, no training",
+                "requestBody": _json_body("WebhookEvent"),
+                "responses": {**_ok("WebhookResult", "acknowledged"), **_errors("400", "413", *_COMMON)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this process",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(*_COMMON),
+                },
+            }
+        },
+        "/auto-annotate": {
+            "post": {
+                "summary": "Start pre-labelling a project's tasks with automatic masks (RQ workers do the work)",
+                "requestBody": _json_body("AutoAnnotateRequest"),
+                "responses": {
+                    **_ok("AutoAnnotateStarted", "run queued", "202"),
+                    **_errors("400", "413", "422", "424", "503", *_COMMON),
+                },
+            }
+        },
+        "/auto-annotate/{run_id}": {
+            "get": {
+                "summary": "Progress of a run: counts, state, and every failed task with its reason",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok("AutoAnnotateStatus", "the run's state"), **_errors("503", *_COMMON)},
+            }
+        },
     },
 }
 

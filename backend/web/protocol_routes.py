@@ -1,6 +1,7 @@
 """The Label Studio ML backend protocol: /, /health, /setup, /versions, /predict, /webhook,
 plus /openapi.json and /metrics. What each route does with a request is the SamBackend's job
 (backend.interactive.model); here bodies are read and answers written."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStudioImages) -> Blueprint:
     routes = Blueprint("protocol", __name__)
     metrics = backend.metrics
-    warnings = address_warnings(settings.label_studio_url, settings.label_studio_api_key, settings.workers,
-                                settings.job_redis_url, bool(settings.basic_auth_user or settings.basic_auth_pass))
+    warnings = address_warnings(
+        settings.label_studio_url,
+        settings.label_studio_api_key,
+        settings.workers,
+        settings.job_redis_url,
+        bool(settings.basic_auth_user or settings.basic_auth_pass),
+    )
     for warning in warnings:
         log.warning("%s", warning)
 
@@ -30,8 +36,14 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
     @routes.get("/health")
     def health() -> tuple[Response, int]:
         engine = backend.engine
-        body = dict(status="UP", model_class=type(backend).__name__, model_version=backend.model_version,
-                    model_loaded=engine.loaded, **engine.spec.info, warnings=warnings)
+        body = dict(
+            status="UP",
+            model_class=type(backend).__name__,
+            model_version=backend.model_version,
+            model_loaded=engine.loaded,
+            **engine.spec.info,
+            warnings=warnings,
+        )
         if engine.load_error:  # LS then shows the backend as failing, with this message
             return jsonify({**body, "status": "ERROR", "error": engine.load_error}), 503
         return jsonify(body), 200

@@ -4,6 +4,7 @@ Every string in a body that passes `json_object` can be encoded as UTF-8 (so it 
 logged, hashed, put in a URL or echoed in an error); numbers are bounded where they are
 read, by `backend.validation.number`.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,9 @@ def json_object() -> dict:
         # with "surrogatepass" and guess UTF-16/32 from NUL bytes.
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the request body is not a JSON object in UTF-8 (invalid byte at offset {exc.start})",
-                         _JSON_FIX) from None
+        raise BadRequest(
+            f"the request body is not a JSON object in UTF-8 (invalid byte at offset {exc.start})", _JSON_FIX
+        ) from None
     try:
         body = current_app.json.loads(text)
     except (ValueError, RecursionError):  # malformed, ints over 4300 digits, "[[[[..." too deep
@@ -85,5 +87,7 @@ def _refuse_lone_surrogates(body: dict) -> None:
 
 def _surrogate_error(path: str, what: str) -> None:
     shown = path.encode("ascii", "backslashreplace").decode("ascii")[:200]  # names may hold any character
-    raise BadRequest(f"{what} at {shown} holds a lone UTF-16 surrogate (\\ud800-\\udfff) that is not valid Unicode",
-                     "send text as valid Unicode: escape characters outside the BMP as surrogate pairs")
+    raise BadRequest(
+        f"{what} at {shown} holds a lone UTF-16 surrogate (\\ud800-\\udfff) that is not valid Unicode",
+        "send text as valid Unicode: escape characters outside the BMP as surrogate pairs",
+    )

@@ -18,6 +18,7 @@ gunicorn stays the process manager: WORKERS processes, each loading its own mode
 fork, the listening socket, signals, the heartbeat that replaces a hung worker. This is the
 same split as uvicorn's gunicorn worker class. See docs/ARCHITECTURE.md ("Slow clients").
 """
+
 from __future__ import annotations
 
 import json
@@ -89,12 +90,16 @@ class _Parser(HTTPRequestParser):
         """waitress' receiving, with MAX_REQUEST_BYTES applied to the body itself, not to its framing."""
         consumed = super().received(data)
         chunks = self.body_rcv if self.chunked else None
-        if self.error is None and (self.content_length > self.max_body
-                                   or (chunks is not None and len(chunks) > self.max_body)):
+        if self.error is None and (
+            self.content_length > self.max_body or (chunks is not None and len(chunks) > self.max_body)
+        ):
             self.error = RequestEntityTooLarge(f"exceeds max_body of {self.max_body}")
             self.completed = True
-        if self.error is None and chunks is not None and max(
-                len(chunks.control_line), len(chunks.trailer)) > MAX_CHUNK_LINE_BYTES:
+        if (
+            self.error is None
+            and chunks is not None
+            and max(len(chunks.control_line), len(chunks.trailer)) > MAX_CHUNK_LINE_BYTES
+        ):
             self.error = BadRequest(f"a chunk size line or the trailer is over {MAX_CHUNK_LINE_BYTES} bytes")
             self.completed = True
         if self.error is not None:
@@ -111,11 +116,17 @@ class _JsonErrorTask(ErrorTask):
         error = self.request.error
         if error.code == 413:
             limit = self.channel.max_body
-            body = {"error": "payload_too_large", "message": f"request body is larger than MAX_REQUEST_BYTES={limit}",
-                    "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES"}
+            body = {
+                "error": "payload_too_large",
+                "message": f"request body is larger than MAX_REQUEST_BYTES={limit}",
+                "fix": "send fewer tasks per request or raise MAX_REQUEST_BYTES",
+            }
         else:
-            body = {"error": _ERROR_CODES.get(error.code, "bad_request"), "message": f"{error.reason}: {error.body}",
-                    "fix": "send a well-formed HTTP/1.1 request"}
+            body = {
+                "error": _ERROR_CODES.get(error.code, "bad_request"),
+                "message": f"{error.reason}: {error.body}",
+                "fix": "send a well-formed HTTP/1.1 request",
+            }
         data = json.dumps(body).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
@@ -151,16 +162,24 @@ class _Channel(HTTPChannel):
         super().handle_close()
 
 
-def create_servers(app: Any, sockets: list[socket.socket], *, threads: int, connection_limit: int,
-                   max_request_bytes: int) -> tuple[dict[int, Any], list[BaseWSGIServer]]:
+def create_servers(
+    app: Any, sockets: list[socket.socket], *, threads: int, connection_limit: int, max_request_bytes: int
+) -> tuple[dict[int, Any], list[BaseWSGIServer]]:
     """waitress servers on already-bound `sockets`: (the I/O loop's socket map, the servers in it)."""
     socket_map: dict[int, Any] = {}
     create_server(
-        app, map=socket_map, sockets=sockets, threads=threads, connection_limit=connection_limit,
-        channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=CLEANUP_S,
+        app,
+        map=socket_map,
+        sockets=sockets,
+        threads=threads,
+        connection_limit=connection_limit,
+        channel_timeout=IDLE_TIMEOUT_S,
+        cleanup_interval=CLEANUP_S,
         # A bound on the bytes read for one body, framing included; _Parser enforces the exact limit.
         max_request_body_size=2 * max_request_bytes + FRAMING_SLACK_BYTES,
-        asyncore_use_poll=True, ident="sam-backend", expose_tracebacks=False,
+        asyncore_use_poll=True,
+        ident="sam-backend",
+        expose_tracebacks=False,
     )
     channel_class = type("Channel", (_Channel,), {"max_body": max_request_bytes})
     servers = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
@@ -180,8 +199,12 @@ class WaitressWorker(Worker):
     def run(self) -> None:
         limit = self.cfg.worker_connections
         socket_map, servers = create_servers(
-            self.wsgi, [listener.sock for listener in self.sockets], threads=self.cfg.threads,
-            connection_limit=limit, max_request_bytes=Settings.from_env().max_request_bytes)
+            self.wsgi,
+            [listener.sock for listener in self.sockets],
+            threads=self.cfg.threads,
+            connection_limit=limit,
+            max_request_bytes=Settings.from_env().max_request_bytes,
+        )
         shed, next_report = 0, 0.0
         while self.alive and self.ppid == os.getppid():
             self.notify()
@@ -200,8 +223,10 @@ class WaitressWorker(Worker):
             server.accepting = False
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while time.monotonic() < deadline and any(
-                channel.requests or channel.total_outbufs_len
-                for server in servers for channel in list(server.active_channels.values())):
+            channel.requests or channel.total_outbufs_len
+            for server in servers
+            for channel in list(server.active_channels.values())
+        ):
             self.notify()
             serve_once(socket_map, 0.2)
         if servers:

@@ -5,6 +5,7 @@ decoded in batches into three candidate masks per point; IoU and stability filte
 touching an inner crop edge dropped; box NMS within a crop, then between crops preferring
 smaller crops; optional cleanup of small holes and islands followed by NMS again.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,8 +74,14 @@ class MaskSet:
     @staticmethod
     def concat(parts: list[MaskSet]) -> MaskSet:
         if not parts:
-            return MaskSet([], torch.zeros(0, 4, dtype=torch.int64), torch.zeros(0), torch.zeros(0),
-                           torch.zeros(0, 2, dtype=torch.float64), torch.zeros(0, 4, dtype=torch.int64))
+            return MaskSet(
+                [],
+                torch.zeros(0, 4, dtype=torch.int64),
+                torch.zeros(0),
+                torch.zeros(0),
+                torch.zeros(0, 2, dtype=torch.float64),
+                torch.zeros(0, 4, dtype=torch.int64),
+            )
         return MaskSet(
             [r for p in parts for r in p.rles],
             torch.cat([p.boxes for p in parts]),
@@ -207,7 +214,10 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"embedding is of a {embedding.original_size} image, not {image_hw}")
         boxes, layers = crop_boxes(image_hw, self.crop_n_layers, self.crop_overlap_ratio)
         masks = MaskSet.concat(
-            [self._crop(image, box, layer, embedding if layer == 0 else None) for box, layer in zip(boxes, layers)]
+            [
+                self._crop(image, box, layer, embedding if layer == 0 else None)
+                for box, layer in zip(boxes, layers, strict=True)
+            ]
         )
         if len(boxes) > 1:
             # Same NMS across crops, scored so that the smaller crop's mask wins.

@@ -1,4 +1,5 @@
 """Where AMG prompts and crops go: normalized point grids and crop boxes per crop layer."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ column-major flattened mask, starting with a (possibly empty) run of zeros. Inte
 counts are an int64 array (a noisy mask has ~10^5 runs; Python lists of them cost seconds
 per batch); `rle_to_list` gives the JSON-safe form for output.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,7 +50,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes * rows.any(dim=-1, keepdim=True)
 
 
-def boxes_near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_box: list[int], atol: float = 20.0) -> torch.Tensor:
+def boxes_near_crop_edge(
+    boxes: torch.Tensor, crop_box: list[int], image_box: list[int], atol: float = 20.0
+) -> torch.Tensor:
     """True where an (image-frame) box lies within atol of a crop edge that is not also an image edge.
 
     Such masks are probably cut off by the crop; a neighbouring crop or the full image sees them whole.
@@ -62,7 +65,9 @@ def boxes_near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_box: li
     return (near_crop & ~near_image).any(dim=1)
 
 
-def masks_to_rles(masks: torch.Tensor, image_hw: tuple[int, int] | None = None, offset_xy: tuple[int, int] = (0, 0)) -> list[Rle]:
+def masks_to_rles(
+    masks: torch.Tensor, image_hw: tuple[int, int] | None = None, offset_xy: tuple[int, int] = (0, 0)
+) -> list[Rle]:
     """Encode (B, h, w) bool masks as RLEs of an image_hw frame where the masks sit at offset_xy.
 
     Works on the crop-sized masks (no full-frame padding per mask beyond the crop's columns)

@@ -1,4 +1,5 @@
 """Greedy box NMS in plain torch (no torchvision at runtime)."""
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,9 @@ def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
     return inter / (area[:, None] + area[None, :] - inter)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, categories: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, categories: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """Indices of kept boxes, highest score first; a box goes when IoU > threshold with a kept box of its category.
 
     Ties in score keep input order (stable sort), so callers control tie-breaking (crop NMS

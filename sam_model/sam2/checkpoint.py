@@ -4,6 +4,7 @@ Only the image path is kept. Video-only modules are dropped by an explicit list,
 other key must match the model exactly (names and shapes), so a file of another size,
 release or family is refused with an error that says what the file is.
 """
+
 from __future__ import annotations
 
 import os

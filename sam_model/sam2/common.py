@@ -1,4 +1,5 @@
 """The layer stack SAM 2 uses everywhere (encoder MLPs, decoder MLPs, hypernetworks, heads)."""
+
 from __future__ import annotations
 
 import itertools

@@ -4,6 +4,7 @@
 (2.1 adds `no_obj_embed_spatial` and `obj_ptr_tpos_proj`), which the loader uses to tell
 the files apart. Model types are the official file stems, e.g. "sam2.1_hiera_tiny".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ labelled 2 and 3 (so a box prompt also gets the padding token), the decoder adds
 encoder's stride-4 and stride-8 features while upscaling, and its IoU head ends in a
 sigmoid. The two-way transformer is v1's, with its MLP under SAM 2's parameter names.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,9 +83,7 @@ class MaskDecoder(nn.Module):
         )
         self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
         self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
-        )
+        self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(dim, 256, self.num_mask_tokens, 3)
         # `build_sam2`'s default post-processing: a single mask falls back to the best
         # multimask candidate when its logits are unstable around 0.

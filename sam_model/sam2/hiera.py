@@ -5,6 +5,7 @@ Parameter names follow the official checkpoints (`image_encoder.trunk.blocks.N.a
 `image_encoder.neck.convs.N.conv`, ...). The neck's sine position encodings feed only the
 video memory, so they are not computed here.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The image path of SAM 2 as one module, with the official checkpoints' parameter names."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,10 @@ class Sam2(nn.Module):
         dim, grid = PROMPT_EMBED_DIM, IMAGE_SIZE // 16
         self.image_encoder = ImageEncoder(cfg.trunk, dim)
         self.sam_prompt_encoder = PromptEncoder(
-            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16
+            embed_dim=dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
         )
         self.sam_mask_decoder = MaskDecoder(dim)
         # Added to the image embedding of a frame without memory, i.e. every still image.

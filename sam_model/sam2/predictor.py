@@ -4,6 +4,7 @@ Matches `SAM2ImagePredictor` with `build_sam2`'s defaults. Differences from v1 t
 see only through the numbers: the image is squashed to 1024x1024 (no aspect-preserving pad),
 masks are upscaled in one bilinear step, and low-res logits come back clamped to +-32.
 """
+
 from __future__ import annotations
 
 import contextlib

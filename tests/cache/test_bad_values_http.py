@@ -6,6 +6,7 @@ was kept in the process cache and every click on the image failed (a 500 that st
 low-res mask failed the refining click. Now each is a counted miss
 (`sam_cache_rejected_total{kind}`), recomputed and overwritten, and clicks 1..3 all succeed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,12 @@ def grabcut_image(dtype: torch.dtype = torch.uint8, shape: tuple[int, ...] = (H,
 
 BAD_EMBEDDINGS: dict[str, ImageEmbedding] = {
     # SAM's features under the GrabCut engine: cv2 fails on a 4-D "image" (the sticky 500).
-    "other-engine": ImageEmbedding(torch.zeros(1, 256, 64, 64, dtype=torch.float16), (H, W),
-                                   input_shape((H, W), 1024), "sam-vit_b-sam_vit_b_01ec64-375042383"),
+    "other-engine": ImageEmbedding(
+        torch.zeros(1, 256, 64, 64, dtype=torch.float16),
+        (H, W),
+        input_shape((H, W), 1024),
+        "sam-vit_b-sam_vit_b_01ec64-375042383",
+    ),
     "other-model-id": ImageEmbedding(grabcut_image(), (H, W), (H, W), "grabcut-opencv-v0"),
     "wrong-shape": ImageEmbedding(grabcut_image(shape=(10, 10, 3)), (H, W), (H, W), MODEL_ID),
     "wrong-dtype": ImageEmbedding(grabcut_image(torch.float32), (H, W), (H, W), MODEL_ID),
@@ -54,14 +59,26 @@ BAD_LOGITS: dict[str, np.ndarray] = {
 
 
 def region(x: float, y: float, i: int) -> dict:
-    return {"original_width": W, "original_height": H, "image_rotation": 0, "id": f"kp{i}",
-            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
-            "from_name": "tag2", "to_name": "image", "type": "keypointlabels", "origin": "manual", "is_positive": True}
+    return {
+        "original_width": W,
+        "original_height": H,
+        "image_rotation": 0,
+        "id": f"kp{i}",
+        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+        "origin": "manual",
+        "is_positive": True,
+    }
 
 
 def click_body(path: str, n_clicks: int) -> dict:
-    return {"tasks": [{"id": 1, "data": {"image": path}}], "label_config": CONFIG,
-            "params": {"context": {"result": [region(x, y, i) for i, (x, y) in enumerate(CLICKS[:n_clicks])]}}}
+    return {
+        "tasks": [{"id": 1, "data": {"image": path}}],
+        "label_config": CONFIG,
+        "params": {"context": {"result": [region(x, y, i) for i, (x, y) in enumerate(CLICKS[:n_clicks])]}},
+    }
 
 
 def image_key(ls_url: str, path: str) -> str:
@@ -86,8 +103,15 @@ def fake_ls():
 
 @pytest.fixture(scope="module")
 def server(start_backend, fake_ls, redis_server):  # noqa: F811 - pytest fixtures by name
-    return start_backend({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
-                          "REDIS_URL": redis_server.url, "WARM_ON_PREDICT": "false"})
+    return start_backend(
+        {
+            "SAM_ENGINE": "grabcut",
+            "LABEL_STUDIO_URL": fake_ls.url,
+            "LABEL_STUDIO_API_KEY": LS_TOKEN,
+            "REDIS_URL": redis_server.url,
+            "WARM_ON_PREDICT": "false",
+        }
+    )
 
 
 def click_three_times(server: Any, path: str, first_clicks: int) -> None:

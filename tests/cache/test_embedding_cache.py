@@ -1,4 +1,5 @@
 """EmbeddingCache against a real redis-server: levels, sharing, single flight, outages, corruption."""
+
 from __future__ import annotations
 
 import hashlib
@@ -246,17 +247,22 @@ def _refuse_other_models(embedding: ImageEmbedding) -> None:
         raise ValueError(f"embedding is from model {embedding.model_id!r}")
 
 
-@pytest.mark.parametrize("planted", [
-    ImageEmbedding(torch.zeros(1, 8, 16, 16), (30, 40), (24, 32), "another-model"),  # check() refuses it
-    ImageEmbedding(torch.zeros(1, 8, 16, 16), (100_000, 100_000), (24, 32), "test-model"),  # over max_pixels
-])
-def test_well_formed_but_unusable_value_is_a_counted_miss_and_gets_overwritten(redis_server: RedisServer,
-                                                                             planted: ImageEmbedding):
+@pytest.mark.parametrize(
+    "planted",
+    [
+        ImageEmbedding(torch.zeros(1, 8, 16, 16), (30, 40), (24, 32), "another-model"),  # check() refuses it
+        ImageEmbedding(torch.zeros(1, 8, 16, 16), (100_000, 100_000), (24, 32), "test-model"),  # over max_pixels
+    ],
+)
+def test_well_formed_but_unusable_value_is_a_counted_miss_and_gets_overwritten(
+    redis_server: RedisServer, planted: ImageEmbedding
+):
     """A value with a valid checksum that the engine could not have made is never served or kept."""
     EmbeddingCache(0, redis_server.url).get_or_compute("img", lambda: planted)  # a writer that stores anything
     rejected = []
-    cache = EmbeddingCache(16 * MB, redis_server.url, check=_refuse_other_models, max_pixels=10**8,
-                           on_reject=lambda: rejected.append(1))
+    cache = EmbeddingCache(
+        16 * MB, redis_server.url, check=_refuse_other_models, max_pixels=10**8, on_reject=lambda: rejected.append(1)
+    )
     compute = Counter()
     assert cache.peek("img") is None and rejected == [1]
     embedding, source = cache.get_or_compute("img", compute)

@@ -1,4 +1,5 @@
 """LogitsStore: previous low-res logits by (image, prompt prefix), local + real Redis, short TTL."""
+
 from __future__ import annotations
 
 import logging
@@ -112,11 +113,14 @@ def test_redis_outage_is_survived_and_logged_once(redis_server: RedisServer, cap
     store.close()
 
 
-@pytest.mark.parametrize("planted", [
-    np.zeros((1, 64, 64), np.float32),  # another decoder's frame
-    np.zeros((256, 256), np.float32),  # right size, wrong rank
-    np.full((1, 256, 256), np.nan, np.float32),  # NaN logits would poison the mask
-])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        np.zeros((1, 64, 64), np.float32),  # another decoder's frame
+        np.zeros((256, 256), np.float32),  # right size, wrong rank
+        np.full((1, 256, 256), np.nan, np.float32),  # NaN logits would poison the mask
+    ],
+)
 def test_well_formed_value_of_the_wrong_shape_or_not_finite_is_a_counted_miss(redis_server: RedisServer, planted):
     """A value with a valid header but not what the decoder takes is dropped, never kept locally."""
     LogitsStore(0, redis_server.url).put("img", "p", planted)  # a writer that stores anything

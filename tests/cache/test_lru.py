@@ -1,4 +1,5 @@
 """ByteLRU: the in-process level's bound is in bytes, eviction is least-recently-used."""
+
 from __future__ import annotations
 
 import threading

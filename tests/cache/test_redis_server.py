@@ -1,4 +1,5 @@
 """The real-Redis test helper itself: starts, answers, dies, comes back on the same port."""
+
 from __future__ import annotations
 
 import pytest

@@ -47,7 +47,10 @@ def browser_tools() -> dict[str, str]:
         if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
-    return {"node": shutil.which("node") or "node", "chromium": os.environ.get("E2E_CHROMIUM") or shutil.which("chromium")}
+    return {
+        "node": shutil.which("node") or "node",
+        "chromium": os.environ.get("E2E_CHROMIUM") or shutil.which("chromium"),
+    }
 
 
 @pytest.fixture(scope="session")

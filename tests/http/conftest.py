@@ -3,6 +3,7 @@
 The parts live in tests/support (fake_ls, servers, redis_server, samples); this file only
 turns them into module-scoped fixtures, one backend process per module where possible.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

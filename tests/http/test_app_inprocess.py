@@ -3,6 +3,7 @@
 These use Flask's test client with an injected engine (the gunicorn tests cover the real
 server); the images still come over HTTP from the fake Label Studio.
 """
+
 from __future__ import annotations
 
 import threading
@@ -100,7 +101,9 @@ def test_only_request_threads_take_cold_slots_and_a_cached_click_never_does(fake
         batch = {**sample("predict_batch_request.json"), "tasks": [{"id": 1, "data": {"image": image}}]}
         assert client.post("/predict", json=batch).status_code == 200
         backend.warmup.join()
-        assert AutoAnnotator(backend).warm({"id": 2, "data": {"image": "/data/upload/1/other.png"}}, "image") == "computed"
+        assert (
+            AutoAnnotator(backend).warm({"id": 2, "data": {"image": "/data/upload/1/other.png"}}, "image") == "computed"
+        )
         hit = client.post("/predict", json=click)  # warmed: a cache hit needs no slot
         assert hit.status_code == 200 and hit.json["results"][0]["result"]
 
@@ -140,11 +143,17 @@ def test_setup_credentials_are_used_when_the_environment_has_none(fake_ls):
     assert client.post("/predict", json=sample("predict_interactive_request.json")).status_code == 200
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"sam_checkpoint": "/nowhere/sam_vit_b_01ec64.pth"}, ["/nowhere/sam_vit_b_01ec64.pth", "make checkpoint", "SAM_ENGINE=grabcut"]),
-    ({"sam_model": "vit_x"}, ["vit_x"]),
-    ({"sam_engine": "magic"}, ["magic", "grabcut"]),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (
+            {"sam_checkpoint": "/nowhere/sam_vit_b_01ec64.pth"},
+            ["/nowhere/sam_vit_b_01ec64.pth", "make checkpoint", "SAM_ENGINE=grabcut"],
+        ),
+        ({"sam_model": "vit_x"}, ["vit_x"]),
+        ({"sam_engine": "magic"}, ["magic", "grabcut"]),
+    ],
+)
 def test_bad_engine_configuration_fails_at_start_with_the_fix(overrides, words):
     with pytest.raises(EngineUnavailable) as refused:
         create_app(Settings(**overrides))

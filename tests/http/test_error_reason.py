@@ -1,4 +1,5 @@
 """Label Studio shows annotators only the status line of a failed /predict: it must say why."""
+
 import http.client
 import json
 
@@ -7,13 +8,26 @@ from tests.support.fake_ls import ls_env
 
 def test_status_line_carries_the_message_and_fix(start_backend, fake_ls):
     backend = start_backend({"SAM_ENGINE": "grabcut", **ls_env(fake_ls)})
-    body = {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/gone.png"}}],
-            "label_config": '<View><Image name="image" value="$image"/>'
-                            '<BrushLabels name="b" toName="image"><Label value="A"/></BrushLabels>'
-                            '<KeyPointLabels name="k" toName="image" smart="true"><Label value="A"/></KeyPointLabels></View>',
-            "params": {"context": {"result": [{"type": "keypointlabels", "from_name": "k", "to_name": "image",
-                                                "original_width": 64, "original_height": 48,
-                                                "value": {"x": 50, "y": 50, "keypointlabels": ["A"]}}]}}}
+    body = {
+        "tasks": [{"id": 1, "data": {"image": "/data/upload/1/gone.png"}}],
+        "label_config": '<View><Image name="image" value="$image"/>'
+        '<BrushLabels name="b" toName="image"><Label value="A"/></BrushLabels>'
+        '<KeyPointLabels name="k" toName="image" smart="true"><Label value="A"/></KeyPointLabels></View>',
+        "params": {
+            "context": {
+                "result": [
+                    {
+                        "type": "keypointlabels",
+                        "from_name": "k",
+                        "to_name": "image",
+                        "original_width": 64,
+                        "original_height": 48,
+                        "value": {"x": 50, "y": 50, "keypointlabels": ["A"]},
+                    }
+                ]
+            }
+        },
+    }
     conn = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=60)
     conn.request("POST", "/predict", json.dumps(body), {"Content-Type": "application/json"})
     response = conn.getresponse()

@@ -1,4 +1,5 @@
 """Label config -> output control, and LS context -> decoder prompts (pure functions, no server)."""
+
 from __future__ import annotations
 
 import copy
@@ -17,15 +18,29 @@ MULTI = sample("ui_multi_click_task4.json")
 
 
 def kp(x, y, positive=True, **extra):
-    region = {"original_width": 400, "original_height": 200, "image_rotation": 0, "from_name": "kp", "to_name": "img",
-              "type": "keypointlabels", "value": {"x": x, "y": y, "keypointlabels": ["Cat"]}, "is_positive": positive}
+    region = {
+        "original_width": 400,
+        "original_height": 200,
+        "image_rotation": 0,
+        "from_name": "kp",
+        "to_name": "img",
+        "type": "keypointlabels",
+        "value": {"x": x, "y": y, "keypointlabels": ["Cat"]},
+        "is_positive": positive,
+    }
     region.update(extra)
     return region
 
 
 def rect(x, y, w, h, **value):
-    return {"original_width": 400, "original_height": 200, "from_name": "rect", "to_name": "img",
-            "type": "rectanglelabels", "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": ["Cat"], **value}}
+    return {
+        "original_width": 400,
+        "original_height": 200,
+        "from_name": "rect",
+        "to_name": "img",
+        "type": "rectanglelabels",
+        "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": ["Cat"], **value},
+    }
 
 
 def parse(*regions, points=64, boxes=16):
@@ -33,6 +48,7 @@ def parse(*regions, points=64, boxes=16):
 
 
 # ---- label config ---------------------------------------------------------------------------
+
 
 def test_sample_config_sends_masks_to_the_brush_with_the_prompt_label():
     config = parse_label_config(CONFIG)
@@ -55,9 +71,20 @@ SMART_RECT = '<RectangleLabels name="rect" toName="img" smart="true"><Label valu
 
 
 def test_polygon_when_no_brush_and_rectangle_only_when_not_the_prompt_itself():
-    assert choose_output(parse_label_config(cfg(KP, '<PolygonLabels name="poly" toName="img"><Label value="Cat"/></PolygonLabels>', SMART_RECT)),
-                         "img", {"kp"}, "Cat").output_type == "polygon"
-    boxes_only = parse_label_config(cfg(KP, SMART_RECT, '<RectangleLabels name="out" toName="img"><Label value="Dog"/></RectangleLabels>'))
+    assert (
+        choose_output(
+            parse_label_config(
+                cfg(KP, '<PolygonLabels name="poly" toName="img"><Label value="Cat"/></PolygonLabels>', SMART_RECT)
+            ),
+            "img",
+            {"kp"},
+            "Cat",
+        ).output_type
+        == "polygon"
+    )
+    boxes_only = parse_label_config(
+        cfg(KP, SMART_RECT, '<RectangleLabels name="out" toName="img"><Label value="Dog"/></RectangleLabels>')
+    )
     target = choose_output(boxes_only, "img", {"kp"}, "Cat")
     assert (target.from_name, target.output_type, target.label) == ("out", "rectangle", "Dog")  # non-smart preferred
     with pytest.raises(Unprocessable, match="BrushLabels") as refused:
@@ -66,27 +93,33 @@ def test_polygon_when_no_brush_and_rectangle_only_when_not_the_prompt_itself():
 
 
 def test_controls_bound_to_another_image_do_not_count():
-    xml = ('<View><Image name="a" value="$a"/><Image name="b" value="$b"/>'
-           '<BrushLabels name="mask_b" toName="b"><Label value="X"/></BrushLabels></View>')
+    xml = (
+        '<View><Image name="a" value="$a"/><Image name="b" value="$b"/>'
+        '<BrushLabels name="mask_b" toName="b"><Label value="X"/></BrushLabels></View>'
+    )
     with pytest.raises(Unprocessable):
         choose_output(parse_label_config(xml), "a", set(), None)
     assert choose_output(parse_label_config(xml), "b", set(), None).from_name == "mask_b"
 
 
-@pytest.mark.parametrize("xml", [
-    '<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>',
-    "<View><Image name='i' value='$i'>",
-    "",
-    ["<View/>"],
-    {"a": 1},
-    42,
-])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        '<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>',
+        "<View><Image name='i' value='$i'>",
+        "",
+        ["<View/>"],
+        {"a": 1},
+        42,
+    ],
+)
 def test_hostile_or_broken_configs_are_refused(xml):
     with pytest.raises(BadRequest):
         parse_label_config(xml)
 
 
 # ---- prompts --------------------------------------------------------------------------------
+
 
 def test_sample_click_becomes_pixels_of_the_original_image():
     ps = parse_context(sample("predict_interactive_request.json")["params"]["context"], 64, 16)
@@ -137,19 +170,22 @@ def test_slightly_outside_is_clamped_far_outside_is_refused():
         parse(rect(50, 50, 80, 10))
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: r["value"].update(x="12"), "must be a number"),
-    (lambda r: r["value"].update(x=True), "must be a number"),
-    (lambda r: r["value"].update(x=math.nan), "finite"),
-    (lambda r: r["value"].update(y=math.inf), "finite"),
-    (lambda r: r["value"].update(x=1e300), "finite"),
-    (lambda r: r.pop("original_width"), "original_width"),
-    (lambda r: r.update(original_height=0), "original_height"),
-    (lambda r: r.update(original_height=2.5), "original_height"),
-    (lambda r: r.update(type="polygonlabels"), "keypointlabels or rectanglelabels"),
-    (lambda r: r.update(is_positive="yes"), "true or false"),
-    (lambda r: r.update(value=[1, 2]), "value object"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r["value"].update(x="12"), "must be a number"),
+        (lambda r: r["value"].update(x=True), "must be a number"),
+        (lambda r: r["value"].update(x=math.nan), "finite"),
+        (lambda r: r["value"].update(y=math.inf), "finite"),
+        (lambda r: r["value"].update(x=1e300), "finite"),
+        (lambda r: r.pop("original_width"), "original_width"),
+        (lambda r: r.update(original_height=0), "original_height"),
+        (lambda r: r.update(original_height=2.5), "original_height"),
+        (lambda r: r.update(type="polygonlabels"), "keypointlabels or rectanglelabels"),
+        (lambda r: r.update(is_positive="yes"), "true or false"),
+        (lambda r: r.update(value=[1, 2]), "value object"),
+    ],
+)
 def test_bad_regions_are_400_with_a_reason(mutate, message):
     region = kp(50, 50)
     mutate(region)
@@ -177,15 +213,20 @@ def test_limits_and_mixed_images():
         parse(kp(1, 1), resized)
 
 
-@pytest.mark.parametrize("output, missing", [
-    ("polygon", "<PolygonLabels> control"),
-    (None, "BrushLabels, PolygonLabels or RectangleLabels control"),
-])
+@pytest.mark.parametrize(
+    "output, missing",
+    [
+        ("polygon", "<PolygonLabels> control"),
+        (None, "BrushLabels, PolygonLabels or RectangleLabels control"),
+    ],
+)
 def test_missing_auto_annotate_output_control_is_a_422_that_reads_well(output, missing):
     from backend.autoannotate.annotator import output_for, parse_options
 
-    config = parse_label_config('<View><Image name="img" value="$image"/>'
-                                '<KeyPointLabels name="kp" toName="img" smart="true"><Label value="Cat"/></KeyPointLabels></View>')
+    config = parse_label_config(
+        '<View><Image name="img" value="$image"/>'
+        '<KeyPointLabels name="kp" toName="img" smart="true"><Label value="Cat"/></KeyPointLabels></View>'
+    )
     with pytest.raises(Unprocessable) as refused:
         output_for(config, parse_options({"output": output} if output else None))
     assert refused.value.status == 422

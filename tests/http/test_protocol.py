@@ -3,6 +3,7 @@
 Every captured LS request in tests/fixtures/ls-samples is replayed; images come from a fake LS
 that demands the token and counts fetches; Redis is a real redis-server.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,12 @@ POLYGON_CONFIG = CONFIG.replace("BrushLabels", "PolygonLabels")
 
 def predict_body(task: dict, context: dict | None, label_config: str = CONFIG) -> dict:
     """What LS 1.23 sends to /predict for a task and an interactive context."""
-    return {"tasks": [task], "project": "1.1795273927", "label_config": label_config,
-            "params": {"login": None, "password": None, "context": context}}
+    return {
+        "tasks": [task],
+        "project": "1.1795273927",
+        "label_config": label_config,
+        "params": {"login": None, "password": None, "context": context},
+    }
 
 
 def task_of(number: int) -> dict:
@@ -37,26 +42,43 @@ def task_of(number: int) -> dict:
 
 
 def click(x: float, y: float, w: int, h: int, positive: bool = True, **extra) -> dict:
-    return {"original_width": w, "original_height": h, "image_rotation": 0, "is_positive": positive,
-            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
-            "id": f"k{x}{y}", "from_name": "tag2", "to_name": "image", "type": "keypointlabels", **extra}
+    return {
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "is_positive": positive,
+        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
+        "id": f"k{x}{y}",
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+        **extra,
+    }
 
 
 def expected_mask(path: str, context: dict) -> np.ndarray:
     """The engine's own answer for this prompt, computed in the test process."""
     prompt = parse_context(context, 64, 16).prompts[0]
     engine = GrabCutEngine()
-    return engine.decode(engine.encode(SAMPLE_IMAGES[path]), point_coords=prompt.point_coords,
-                         point_labels=prompt.point_labels, box=prompt.box).masks[0]
+    return engine.decode(
+        engine.encode(SAMPLE_IMAGES[path]),
+        point_coords=prompt.point_coords,
+        point_labels=prompt.point_labels,
+        box=prompt.box,
+    ).masks[0]
 
 
 @pytest.fixture(scope="module")
 def server(fake_ls, redis_server, start_backend):
-    return start_backend(ls_env(fake_ls, SAM_ENGINE="grabcut", REDIS_URL=redis_server.url, MAX_REQUEST_BYTES="200000",
-                                WARM_QUEUE_SIZE="8"))
+    return start_backend(
+        ls_env(
+            fake_ls, SAM_ENGINE="grabcut", REDIS_URL=redis_server.url, MAX_REQUEST_BYTES="200000", WARM_QUEUE_SIZE="8"
+        )
+    )
 
 
 # ---- connection -----------------------------------------------------------------------------
+
 
 def test_health_and_root_report_the_engine_honestly(server):
     for path in ("/health", "/"):
@@ -81,6 +103,7 @@ def test_webhook_samples_are_acknowledged(server, name):
 
 # ---- batch: empty answers now, warm cache for the first click -------------------------------
 
+
 def test_batch_sample_answers_each_task_at_once_and_warms_their_images(server, fake_ls):
     started = time.monotonic()
     response = server.post("/predict", sample("predict_batch_request.json"))
@@ -103,14 +126,22 @@ def test_batch_sample_answers_each_task_at_once_and_warms_their_images(server, f
 
 # ---- every interactive sample ----------------------------------------------------------------
 
+
 def _interactive_samples() -> list[tuple[str, dict]]:
-    cases = [("predict_interactive_request.json", sample("predict_interactive_request.json")),
-             ("predict_interactive_request_from_UI.json", sample("predict_interactive_request_from_UI.json"))]
+    cases = [
+        ("predict_interactive_request.json", sample("predict_interactive_request.json")),
+        ("predict_interactive_request_from_UI.json", sample("predict_interactive_request_from_UI.json")),
+    ]
     for name in ("ui_interactive_capture_task1.json", "ui_interactive_capture_task3.json"):
         request = sample(name)["captured"][0]["request"]
         cases.append((name, predict_body(task_of(request["task"]), request["context"])))
     browser = sample("ui_browser_to_LS_interactive_annotating_body.json")
-    cases.append(("ui_browser_to_LS_interactive_annotating_body.json", predict_body(task_of(browser["task"]), browser["context"])))
+    cases.append(
+        (
+            "ui_browser_to_LS_interactive_annotating_body.json",
+            predict_body(task_of(browser["task"]), browser["context"]),
+        )
+    )
     for i, step in enumerate(sample("ui_multi_click_task4.json")):
         cases.append((f"ui_multi_click_task4.json[{i}]", predict_body(task_of(step["task"]), step["context"])))
     return cases
@@ -150,16 +181,24 @@ def test_answer_has_the_shape_ls_stored_from_a_real_backend(server):
 
 
 def test_boxes_only_project_gets_a_rectangle_around_the_object(server):
-    config = ('<View><Image name="image" value="$image"/>'
-              '<KeyPointLabels name="tag2" toName="image" smart="true"><Label value="Banana"/></KeyPointLabels>'
-              '<RectangleLabels name="boxes" toName="image"><Label value="Fruit"/></RectangleLabels></View>')
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<KeyPointLabels name="tag2" toName="image" smart="true"><Label value="Banana"/></KeyPointLabels>'
+        '<RectangleLabels name="boxes" toName="image"><Label value="Fruit"/></RectangleLabels></View>'
+    )
     context = sample("predict_interactive_request.json")["params"]["context"]
     (region,) = server.post("/predict", predict_body(task_of(1), context, config)).json()["results"][0]["result"]
-    assert (region["type"], region["from_name"], region["value"]["rectanglelabels"]) == ("rectanglelabels", "boxes", ["Fruit"])
+    assert (region["type"], region["from_name"], region["value"]["rectanglelabels"]) == (
+        "rectanglelabels",
+        "boxes",
+        ["Fruit"],
+    )
     mask = expected_mask("/data/upload/1/cd422a2f-up0.png", context)
     ys, xs = np.nonzero(mask)
     value = region["value"]
-    assert value["x"] == pytest.approx(xs.min() / 320 * 100, abs=0.5) and value["y"] == pytest.approx(ys.min() / 240 * 100, abs=0.5)
+    assert value["x"] == pytest.approx(xs.min() / 320 * 100, abs=0.5) and value["y"] == pytest.approx(
+        ys.min() / 240 * 100, abs=0.5
+    )
     assert value["width"] == pytest.approx((xs.max() + 1 - xs.min()) / 320 * 100, abs=0.5)
 
 
@@ -194,9 +233,15 @@ def test_rotated_view_gives_the_same_mask_and_echoes_the_rotation(server):
 
 def test_box_prompt_and_several_boxes(server):
     w, h = 320, 240
-    box = {"original_width": w, "original_height": h, "image_rotation": 0, "from_name": "tag3", "to_name": "image",
-           "type": "rectanglelabels", "value": {"x": 5, "y": 60, "width": 25, "height": 35, "rotation": 0,
-                                                "rectanglelabels": ["Orange"]}}
+    box = {
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "from_name": "tag3",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "value": {"x": 5, "y": 60, "width": 25, "height": 35, "rotation": 0, "rectanglelabels": ["Orange"]},
+    }
     other = copy.deepcopy(box)
     other["value"].update(x=33, y=28, width=34, height=45)
     one = server.post("/predict", predict_body(task_of(1), {"result": [box]})).json()["results"][0]["result"]
@@ -213,12 +258,15 @@ def test_polygon_output_rasterises_back_to_the_mask(server):
     (region,) = response.json()["results"][0]["result"]
     assert region["type"] == "polygonlabels" and region["value"]["polygonlabels"] == ["Banana"]
     canvas = Image.new("1", (320, 240))
-    ImageDraw.Draw(canvas).polygon([(x / 100 * 320 - 0.5, y / 100 * 240 - 0.5) for x, y in region["value"]["points"]], fill=1)
+    ImageDraw.Draw(canvas).polygon(
+        [(x / 100 * 320 - 0.5, y / 100 * 240 - 0.5) for x, y in region["value"]["points"]], fill=1
+    )
     expected = expected_mask("/data/upload/1/cd422a2f-up0.png", context)
     assert iou(np.array(canvas), expected) >= 0.95
 
 
 # ---- bad input: clear JSON 4xx, never a 500, worker alive -----------------------------------
+
 
 def _raw(server, data: str | bytes, path: str = "/predict") -> requests.Response:
     return requests.post(server.url + path, data=data, headers={"Content-Type": "application/json"}, timeout=30)
@@ -228,9 +276,12 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
     interactive = sample("predict_interactive_request.json")
     nan_body = json.dumps(interactive).replace('"x": 50.0', '"x": NaN')
     missing = predict_body({"id": 9, "data": {"image": "/data/upload/1/missing.png"}}, interactive["params"]["context"])
-    no_output = predict_body(task_of(1), interactive["params"]["context"],
-                             '<View><Image name="image" value="$image"/><KeyPointLabels name="tag2" toName="image" smart="true">'
-                             '<Label value="Banana"/></KeyPointLabels></View>')
+    no_output = predict_body(
+        task_of(1),
+        interactive["params"]["context"],
+        '<View><Image name="image" value="$image"/><KeyPointLabels name="tag2" toName="image" smart="true">'
+        '<Label value="Banana"/></KeyPointLabels></View>',
+    )
     doctype = predict_body(task_of(1), interactive["params"]["context"], '<!DOCTYPE v [<!ENTITY a "b">]><View/>')
     wrong_size = copy.deepcopy(interactive)
     wrong_size["params"]["context"]["result"][0]["original_width"] = 640
@@ -264,16 +315,26 @@ def test_bad_requests_get_json_errors_and_the_worker_lives(server, fake_ls):
 def test_log_has_one_line_per_predict_with_timings_and_no_secrets(server):
     log = server.log()
     lines = [line for line in log.splitlines() if "POST /predict 200" in line]
-    assert lines and any("fetch=" in line and "encode=" in line and "decode=" in line and "output=" in line for line in lines)
+    assert lines and any(
+        "fetch=" in line and "encode=" in line and "decode=" in line and "output=" in line for line in lines
+    )
     assert LS_TOKEN not in log and "Banana" not in log
 
 
 # ---- deployment shapes: auth, two processes on one Redis, Redis outage -----------------------
 
+
 def test_basic_auth_guards_every_route(fake_ls, start_backend):
-    guarded = start_backend(ls_env(fake_ls, SAM_ENGINE="grabcut", BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret"),
-                            auth=("ls", "s3cret"))
-    for method, path in (("get", "/health"), ("get", "/metrics"), ("post", "/predict"), ("post", "/setup"), ("post", "/webhook")):
+    guarded = start_backend(
+        ls_env(fake_ls, SAM_ENGINE="grabcut", BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret"), auth=("ls", "s3cret")
+    )
+    for method, path in (
+        ("get", "/health"),
+        ("get", "/metrics"),
+        ("post", "/predict"),
+        ("post", "/setup"),
+        ("post", "/webhook"),
+    ):
         for auth in (None, ("ls", "wrong"), ("other", "s3cret")):
             response = getattr(requests, method)(guarded.url + path, json={}, auth=auth, timeout=10)
             assert response.status_code == 401 and response.json()["error"] == "unauthorized"
@@ -300,8 +361,12 @@ def test_redis_killed_mid_session_clicks_still_answer(server, fake_ls, redis_ser
     try:
         known = server.post("/predict", predict_body(task_of(2), {"result": [click(25, 25, 320, 240)]}))
         fake_ls.add("/data/upload/1/after-outage.png", scene(200, 200, [(50, 50, 30)], seed=9))
-        fresh = server.post("/predict", predict_body({"id": 88, "data": {"image": "/data/upload/1/after-outage.png"}},
-                                                     {"result": [click(50, 50, 200, 200)]}))
+        fresh = server.post(
+            "/predict",
+            predict_body(
+                {"id": 88, "data": {"image": "/data/upload/1/after-outage.png"}}, {"result": [click(50, 50, 200, 200)]}
+            ),
+        )
         assert known.status_code == 200 and fresh.status_code == 200, fresh.text
         assert fresh.json()["results"][0]["result"]
     finally:

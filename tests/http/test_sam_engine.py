@@ -4,6 +4,7 @@ Random weights make arbitrary but deterministic masks, so the server's answer mu
 pixel for pixel, what the same predictor computes alone in this process (both run torch
 with one thread, so the arithmetic is the same).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,17 @@ from tests.support.torch_threads import torch_threads
 @pytest.fixture(scope="module")
 def server(fake_ls, redis_server, start_backend, tiny_checkpoint):
     # THREADS=24: 22 cold slots (backend.interactive.cold_slots), so 20 concurrent cold clicks are all served
-    return start_backend(ls_env(fake_ls, SAM_ENGINE="sam", SAM_MODEL="tiny", SAM_CHECKPOINT=str(tiny_checkpoint),
-                                SAM_DEVICE="cpu", REDIS_URL=redis_server.url, THREADS="24"))
+    return start_backend(
+        ls_env(
+            fake_ls,
+            SAM_ENGINE="sam",
+            SAM_MODEL="tiny",
+            SAM_CHECKPOINT=str(tiny_checkpoint),
+            SAM_DEVICE="cpu",
+            REDIS_URL=redis_server.url,
+            THREADS="24",
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +48,13 @@ def reference(tiny_checkpoint):
         if id(image) not in embeddings:
             embeddings[id(image)] = predictor.encode(image)
         prompt = parse_context(context, 64, 16).prompts[0]
-        return predictor.decode(embeddings[id(image)], point_coords=prompt.point_coords,
-                                point_labels=prompt.point_labels, box=prompt.box, **kw)
+        return predictor.decode(
+            embeddings[id(image)],
+            point_coords=prompt.point_coords,
+            point_labels=prompt.point_labels,
+            box=prompt.box,
+            **kw,
+        )
 
     with torch_threads(1):
         yield decode
@@ -78,11 +93,16 @@ def test_next_click_refines_with_the_previous_logits(server, reference):
 
 
 def test_twenty_concurrent_clicks_on_five_cold_images_match_each_computed_alone(server, reference, fake_ls):
-    images = {f"/data/upload/1/conc{i}.png": scene(240 + 16 * i, 200, [(30 + 10 * i, 50, 30)], seed=20 + i) for i in range(5)}
+    images = {
+        f"/data/upload/1/conc{i}.png": scene(240 + 16 * i, 200, [(30 + 10 * i, 50, 30)], seed=20 + i) for i in range(5)
+    }
     for path, image in images.items():
         fake_ls.add(path, image)
-    jobs = [(i, path, {"result": [click(10 + 20 * k, 20 + 15 * k, images[path].shape[1], 200)]})
-            for i, path in enumerate(images) for k in range(4)]
+    jobs = [
+        (i, path, {"result": [click(10 + 20 * k, 20 + 15 * k, images[path].shape[1], 200)]})
+        for i, path in enumerate(images)
+        for k in range(4)
+    ]
 
     def ask(job):
         i, path, context = job
@@ -92,7 +112,7 @@ def test_twenty_concurrent_clicks_on_five_cold_images_match_each_computed_alone(
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         masks = list(pool.map(ask, jobs))
-    for (i, path, context), mask in zip(jobs, masks):
+    for (_, path, context), mask in zip(jobs, masks, strict=True):
         np.testing.assert_array_equal(mask, reference(images[path], context, multimask=True, best_only=True).masks[0])
     assert all(fake_ls.hits[path] == 1 for path in images)  # each image fetched and encoded once
     assert server.metric("sam_encoder_seconds_count") >= 5

@@ -5,6 +5,7 @@ The rules (backend.labelstudio.address): LABEL_STUDIO_API_KEY only ever goes to 
 that came with it; a bad /setup is a 400 that changes nothing; what /setup said reaches every
 gunicorn and RQ worker through Redis. Also /versions and the interactive model version.
 """
+
 from __future__ import annotations
 
 import base64
@@ -87,6 +88,7 @@ def setup_body(hostname: object, access_token: object = LS_TOKEN) -> dict:
 
 
 # ---- a configured secret only goes to the configured address ----------------------------------
+
 
 def test_hostile_setup_never_receives_the_configured_api_key(capture):
     """LABEL_STUDIO_URL unset, LABEL_STUDIO_API_KEY set: a /setup naming another host gets that host
@@ -201,12 +203,16 @@ def test_a_bad_setup_before_any_good_one_leaves_the_address_unknown_not_broken(f
 
 # ---- what /setup said reaches every process ---------------------------------------------------
 
-@pytest.mark.parametrize("settings, words", [
-    ({"workers": 1}, ["no /setup has reached this process"]),
-    ({"workers": 2}, ["WORKERS=2", "cannot share it"]),
-    ({"workers": 2, "redis_url": "shared"}, ["no /setup has reached any process"]),
-    ({"workers": 2, "redis_url": "redis://127.0.0.1:1/0"}, ["Redis", "unreachable"]),
-])
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({"workers": 1}, ["no /setup has reached this process"]),
+        ({"workers": 2}, ["WORKERS=2", "cannot share it"]),
+        ({"workers": 2, "redis_url": "shared"}, ["no /setup has reached any process"]),
+        ({"workers": 2, "redis_url": "redis://127.0.0.1:1/0"}, ["Redis", "unreachable"]),
+    ],
+)
 def test_unknown_ls_address_says_what_is_missing(shared_redis, settings, words):
     if settings.get("redis_url") == "shared":
         settings = {**settings, "redis_url": shared_redis.url}
@@ -238,8 +244,9 @@ def test_setup_is_shared_through_redis_as_json_with_a_ttl(fake_ls, shared_redis)
     assert images.load(ref).shape == (240, 320, 3)  # fetched with the shared token
 
 
-@pytest.mark.parametrize("stored", [b'{"hostname": ":99999", "access_token": "x"}', b"\x80\x04\x95 not json", b"[]",
-                                    b"[" * 100_000])  # deeper than json's recursion limit
+@pytest.mark.parametrize(
+    "stored", [b'{"hostname": ":99999", "access_token": "x"}', b"\x80\x04\x95 not json", b"[]", b"[" * 100_000]
+)  # deeper than json's recursion limit
 def test_a_malformed_shared_value_is_ignored_not_a_500(shared_redis, stored):
     shared_redis.client().set(SETUP_KEY, stored)
     response = app_client(redis_url=shared_redis.url).post("/predict", json=CLICK)
@@ -269,6 +276,7 @@ def test_two_gunicorn_workers_both_know_what_setup_said(fake_ls, shared_redis, s
 
 
 # ---- versions -----------------------------------------------------------------------------------
+
 
 def test_versions_and_click_versions_with_auto_annotate_on_predict(fake_ls):
     """/setup and /versions report the automatic-mask version (LS skips tasks predicted by it);

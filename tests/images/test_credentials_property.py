@@ -79,10 +79,47 @@ def outcome(run) -> BaseException | None:
 # ---- property: generated URLs ------------------------------------------------------------------
 
 PIECES = [
-    "127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1", "]", "[",
-    ":{LS}", ":{CAP}", ":99999", ":abc", ":", "@", "user:pw@", "\\", "/", "//", "?", "#", ".",
-    "%40", "%2F", "%5C", "%2f", "%00", "\t", "\n", "\r", " ", "\x00", "\ud800", "\u3002", "\uff0e",
-    "127.1", "0x7f.1", "2130706433", "/img/a.png", "?x=1", "#frag", "ls.example",
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::1",
+    "]",
+    "[",
+    ":{LS}",
+    ":{CAP}",
+    ":99999",
+    ":abc",
+    ":",
+    "@",
+    "user:pw@",
+    "\\",
+    "/",
+    "//",
+    "?",
+    "#",
+    ".",
+    "%40",
+    "%2F",
+    "%5C",
+    "%2f",
+    "%00",
+    "\t",
+    "\n",
+    "\r",
+    " ",
+    "\x00",
+    "\ud800",
+    "\u3002",
+    "\uff0e",
+    "127.1",
+    "0x7f.1",
+    "2130706433",
+    "/img/a.png",
+    "?x=1",
+    "#frag",
+    "ls.example",
 ]
 PREFIXES = ["http://", "HTTP://", "https://", "http:/", "http:\\\\", "http:", "//", "/", "", " http://"]
 free_form = st.builds(
@@ -196,7 +233,9 @@ def test_ambiguous_urls_are_400_before_any_connection(ls, cap, template, reason)
 def test_percent_encoded_separators_in_the_path_stay_in_the_path(ls, png):
     ls.serve("/data/upload/%2F%40%5C/a.png", png)  # a media path: credentials go only there
     fetch(ls.url, ls.url + "/data/upload/%2F%40%5C/a.png", False)
-    assert ls.seen[-1].path == "/data/upload/%2F%40%5C/a.png" and ls.seen[-1].headers["Authorization"] == f"Token {SECRET}"
+    assert (
+        ls.seen[-1].path == "/data/upload/%2F%40%5C/a.png" and ls.seen[-1].headers["Authorization"] == f"Token {SECRET}"
+    )
 
 
 @pytest.mark.parametrize("host", ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "localhost", "127.1", "2130706433"])

@@ -204,6 +204,7 @@ def test_gif_and_webp():
 
 # ---- the size LS reports, checked before decoding -------------------------------------------------
 
+
 def no_pixel_decoding(monkeypatch) -> None:
     def no_decoding(self):
         raise AssertionError("pixels were decoded")
@@ -241,6 +242,7 @@ def test_a_png_of_the_transposed_size_is_refused_once_decoded():
 
 # ---- conversion to RGB, a strip at a time ---------------------------------------------------------
 
+
 def whole_image_rgb(img: Image.Image) -> np.ndarray:
     """The oracle: the whole-image conversion (transparency composited over white, then RGB)."""
     canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -273,8 +275,14 @@ def test_an_la_image_costs_the_result_and_the_decoded_pixels_not_four_copies(tmp
         "assert arr.shape == (4000, 4000, 3) and arr[0, 0].tolist() == [172, 172, 172], arr[0, 0]\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, timeout=120,
-                         text=True, cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        check=False,
+        capture_output=True,
+        timeout=120,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0, out.stderr
     per_pixel = int(out.stdout) / (4000 * 4000)
     assert per_pixel < 10, f"peak RSS grew by {per_pixel:.1f} bytes per pixel"

@@ -99,6 +99,7 @@ def test_media_paths_are_below_the_ls_base_path():
 
 # ---- a /setup host is never a link-local, multicast, unspecified or metadata address ------------
 
+
 @pytest.fixture
 def no_connect(monkeypatch):
     """Fail the test if anything tries to open a socket to a non-loopback address."""
@@ -146,8 +147,9 @@ def test_a_setup_host_on_loopback_still_works_and_its_redirects_are_checked(ls, 
     """The default set-up (LS on localhost or a private docker network) keeps working; an
     anonymous hop back to the /setup host is checked by the same rule."""
     real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo",
-                        lambda host, *a, **kw: real("127.0.0.1" if host == "localhost" else host, *a, **kw))
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *a, **kw: real("127.0.0.1" if host == "localhost" else host, *a, **kw)
+    )
     ls.routes["/data/upload/1/a.png"] = requires_token(TOKEN, lambda r: (200, {}, png))
     base = ls.url.replace("127.0.0.1", "localhost")
     assert fetch(base, "/data/upload/1/a.png", from_setup=True) == png
@@ -168,6 +170,7 @@ def test_ls_from_label_studio_url_is_not_restricted(monkeypatch):
 
 
 # ---- redirect Locations with raw UTF-8 bytes ----------------------------------------------------
+
 
 def test_a_raw_utf8_location_is_read_as_utf8(ls, png):
     # http.server writes header values as latin-1: these two characters go out as the bytes C3 A9,

@@ -12,7 +12,11 @@ from backend.net.urls import HttpUrl, UrlError, parse_http_url
 @pytest.mark.parametrize(
     "text, url, origin",
     [
-        ("HTTPS://Img.Example.COM/a.png?v=2#frag", "https://img.example.com/a.png?v=2", ("https", "img.example.com", 443)),
+        (
+            "HTTPS://Img.Example.COM/a.png?v=2#frag",
+            "https://img.example.com/a.png?v=2",
+            ("https", "img.example.com", 443),
+        ),
         ("http://h:80/", "http://h/", ("http", "h", 80)),
         ("http://h:0080", "http://h/", ("http", "h", 80)),
         ("https://h:8443", "https://h:8443/", ("https", "h", 8443)),
@@ -21,7 +25,7 @@ from backend.net.urls import HttpUrl, UrlError, parse_http_url
         ("http://label_studio:8080/data", "http://label_studio:8080/data", ("http", "label_studio", 8080)),
         ("http://h/a b/\u00fc?q=1 2", "http://h/a%20b/%C3%BC?q=1%202", ("http", "h", 80)),
         ("http://h/%2F%40%5C%zz%", "http://h/%2F%40%5C%25zz%25", ("http", "h", 80)),
-        ("http://h/a\"<>{}|^`", "http://h/a%22%3C%3E%7B%7D%7C%5E%60", ("http", "h", 80)),
+        ('http://h/a"<>{}|^`', "http://h/a%22%3C%3E%7B%7D%7C%5E%60", ("http", "h", 80)),
     ],
 )
 def test_normalised_form(text, url, origin):
@@ -38,7 +42,9 @@ def test_join_resolves_relative_and_network_path_references():
     assert base.join("HTTPS://S3.example/k?X-Amz-Signature=s").url == "https://s3.example/k?X-Amz-Signature=s"
 
 
-@pytest.mark.parametrize("location", ["http:x", "http:///x", "http:\\\\evil/x", "//[::1", "/a\\b", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "location", ["http:x", "http:///x", "http:\\\\evil/x", "//[::1", "/a\\b", "file:///etc/passwd"]
+)
 def test_join_refuses_what_it_would_have_to_guess(location):
     with pytest.raises(UrlError):
         parse_http_url("http://ls:8080/a").join(location)

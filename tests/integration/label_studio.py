@@ -103,7 +103,7 @@ class LabelStudio:
 
     # ---- process ------------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 240.0) -> "LabelStudio":
+    def start(self, timeout_s: float = 240.0) -> LabelStudio:
         """Start LS and wait for /health and for the token to work (migrations run on first start)."""
         binary = ls_venv() / "bin" / "label-studio"
         args = [

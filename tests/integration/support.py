@@ -102,8 +102,15 @@ def rectangle(
     from_name: str = "tag3",
 ) -> dict:
     """A smart rectangle (percent of the image), as the UI serialises it."""
-    value = {"x": x, "y": y, "width": width, "height": height, "rotation": 0, "labels": [label],
-             "rectanglelabels": [label]}
+    value = {
+        "x": x,
+        "y": y,
+        "width": width,
+        "height": height,
+        "rotation": 0,
+        "labels": [label],
+        "rectanglelabels": [label],
+    }
     return _smart_region("rectanglelabels", "rect", size, value, from_name)
 
 

@@ -136,7 +136,7 @@ def test_cli_run_then_rerun_leaves_one_prediction_per_task(
         expected = sorted(amg_reference.generate(image), key=lambda m: m["area"], reverse=True)
         assert prediction["result"], "AMG with thresholds at 0 keeps at least one mask"
         assert len(prediction["result"]) == len(expected)
-        for region, record in zip(prediction["result"], expected):
+        for region, record in zip(prediction["result"], expected, strict=True):
             assert (region["type"], region["from_name"], region["to_name"]) == ("brushlabels", "tag", "image")
             assert region["value"]["brushlabels"] == ["Banana"]
             assert (region["original_width"], region["original_height"]) == (w, h)

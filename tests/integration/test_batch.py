@@ -52,8 +52,10 @@ def test_retrieve_predictions_stores_nothing_and_warms_the_cache(label_studio, s
 
     # Every good image was warmed in the background; the missing one failed alone.
     wait_for(
-        lambda: sam_backend.metric("sam_warmup_done_total", ok="true") >= warmed_ok + len(p["good"])
-        and sam_backend.metric("sam_warmup_done_total", ok="false") >= warmed_failed + 1,
+        lambda: (
+            sam_backend.metric("sam_warmup_done_total", ok="true") >= warmed_ok + len(p["good"])
+            and sam_backend.metric("sam_warmup_done_total", ok="false") >= warmed_failed + 1
+        ),
         90,
         "the warm-up of 3 good images and 1 missing one",
     )

@@ -89,7 +89,7 @@ def test_keypoint_then_negative_keypoint(label_studio, grabcut_project, image):
     negative = keypoint(blob[0] + 6, blob[1] + 6, (w, h), positive=False)
     steps = [[first], [first, negative]]
     expected = GrabCutReference().sequence(image, steps)
-    for regions, want in zip(steps, expected):
+    for regions, want in zip(steps, expected, strict=True):
         got = brush_mask(click_through_ls(label_studio, grabcut_project, image, regions))
         np.testing.assert_array_equal(got, want)
     # The object under the click was found: a disc of radius ~32 px, not the whole image.
@@ -106,7 +106,7 @@ def test_rectangle_then_point_inside_it(label_studio, grabcut_project):
     point = keypoint(72, 68, (w, h))
     steps = [[box], [box, point]]
     expected = GrabCutReference().sequence(image, steps)
-    for regions, want in zip(steps, expected):
+    for regions, want in zip(steps, expected, strict=True):
         got = brush_mask(click_through_ls(label_studio, grabcut_project, image, regions))
         np.testing.assert_array_equal(got, want)
     ys, xs = np.nonzero(expected[0])
@@ -123,7 +123,7 @@ def test_two_rectangles_give_one_mask_each(label_studio, grabcut_project):
     assert len(regions) == 2
     engine = GrabCutEngine()
     embedding = engine.encode(IMAGES[image])
-    for region, box in zip(regions, boxes):
+    for region, box in zip(regions, boxes, strict=True):
         want = engine.decode(embedding, **prompt_arrays([box]), multimask=False).masks[0]
         np.testing.assert_array_equal(brush_mask(region), want)
 

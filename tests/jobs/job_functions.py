@@ -1,4 +1,5 @@
 """Job bodies for the worker-mechanics tests: they leave a trace in a file, nothing else."""
+
 import os
 import time
 

@@ -4,6 +4,7 @@ Real redis-server, real `python -m backend worker` subprocesses running the tiny
 SAM, and a fake Label Studio (a real HTTP server) that stores predictions, so duplicates,
 failures and retries are visible in what "LS" ends up holding.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,11 @@ from tests.support.images import png, scene
 from tests.support.samples import LS_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ('<View><Image name="image" value="$image"/>'
-          '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
-          '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels></View>')
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
+    '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels></View>'
+)
 # Random weights: keep every candidate so each task gets regions (see DESIGN.md on degenerate AMG).
 OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "max_masks": 3}
 TASKS = [1, 2, 3, 4]
@@ -43,9 +46,17 @@ def ls():
 
 @pytest.fixture()
 def env(ls, redis_server, tiny_checkpoint, tmp_path):
-    return {"REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
-            "SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(tiny_checkpoint),
-            "RQ_QUEUE": f"test-{tmp_path.name}", "JOB_RETRIES": "3", "ALLOW_PRIVATE_IMAGE_URLS": "true"}
+    return {
+        "REDIS_URL": redis_server.url,
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": LS_TOKEN,
+        "SAM_ENGINE": "sam",
+        "SAM_MODEL": "tiny",
+        "SAM_CHECKPOINT": str(tiny_checkpoint),
+        "RQ_QUEUE": f"test-{tmp_path.name}",
+        "JOB_RETRIES": "3",
+        "ALLOW_PRIVATE_IMAGE_URLS": "true",
+    }
 
 
 class Workers:
@@ -58,8 +69,14 @@ class Workers:
 
     def start(self) -> subprocess.Popen:
         with open(self.log_dir / f"worker{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=ROOT, env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "backend", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
@@ -185,11 +202,27 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(client, l
 
 def test_cli_labels_tasks_in_process_and_exits_nonzero_naming_failed_tasks(env, ls):
     ls.add_task(9, {"image": "/data/upload/1/missing.png"})
-    run = subprocess.run([sys.executable, "-m", "backend", "auto-annotate", "--project", "1", "--tasks", "1,9",
-                          "--local", "--options", ('{"points_per_side": 4, "pred_iou_thresh": 0, '
-                                                   '"stability_score_thresh": 0}')],
-                         cwd=ROOT, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                         text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "auto-annotate",
+            "--project",
+            "1",
+            "--tasks",
+            "1,9",
+            "--local",
+            "--options",
+            ('{"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}'),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 1, run.stderr
     assert "1 of 2 tasks done, 1 failed" in run.stdout
     assert "task 9:" in run.stdout

@@ -1,4 +1,5 @@
 """Auto-annotate options: what users may send, and the model_version that names a run's output."""
+
 import inspect
 
 import jsonschema
@@ -21,20 +22,23 @@ from backend.labelstudio.label_config import parse_label_config
 from backend.web.openapi import openapi_spec
 
 
-@pytest.mark.parametrize("raw, words", [
-    ({"points_per_side": 0}, "outside"),
-    ({"points_per_side": 2.5}, "integer"),
-    ({"pred_iou_thresh": "high"}, "number"),
-    ({"pred_iou_thresh": True}, "number"),
-    ({"output": "mesh"}, "not one of"),
-    ({"mode": "train"}, "not one of"),
-    ({"mode": None}, "not one of"),  # only output and label may be null
-    ({"amg_mode": None}, "not one of"),
-    ({"points_per_sid": 16}, "unknown option"),
-    ({"label": 3}, "string"),
-    ({"max_masks": 0}, "outside"),
-    ([], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"points_per_side": 0}, "outside"),
+        ({"points_per_side": 2.5}, "integer"),
+        ({"pred_iou_thresh": "high"}, "number"),
+        ({"pred_iou_thresh": True}, "number"),
+        ({"output": "mesh"}, "not one of"),
+        ({"mode": "train"}, "not one of"),
+        ({"mode": None}, "not one of"),  # only output and label may be null
+        ({"amg_mode": None}, "not one of"),
+        ({"points_per_sid": 16}, "unknown option"),
+        ({"label": 3}, "string"),
+        ({"max_masks": 0}, "outside"),
+        ([], "JSON object"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_option(raw, words):
     with pytest.raises(BadRequest) as err:
         parse_options(raw)
@@ -65,9 +69,11 @@ def test_setting_is_parsed_or_stops_the_start():
         options_from_setting('{"points": 8}')
 
 
-CONFIG = ('<View><Image name="img" value="$photo"/>'
-          '<PolygonLabels name="poly" toName="img"><Label value="Car"/><Label value="Tree"/></PolygonLabels>'
-          '<BrushLabels name="brush" toName="img"><Label value="Car"/></BrushLabels></View>')
+CONFIG = (
+    '<View><Image name="img" value="$photo"/>'
+    '<PolygonLabels name="poly" toName="img"><Label value="Car"/><Label value="Tree"/></PolygonLabels>'
+    '<BrushLabels name="brush" toName="img"><Label value="Car"/></BrushLabels></View>'
+)
 
 
 def test_output_follows_the_config_unless_an_output_is_asked_for():
@@ -81,6 +87,7 @@ def test_output_follows_the_config_unless_an_output_is_asked_for():
 
 
 # ---- one definition: what the validation accepts is what /openapi.json describes ----------------
+
 
 def json_schema(schema):
     """OpenAPI 3.0's `nullable` as plain JSON Schema, so jsonschema can judge values."""
@@ -97,7 +104,8 @@ def json_schema(schema):
 
 
 DESCRIBED = jsonschema.Draft7Validator(  # draft 6+: 16.0 is an integer, as parse_options agrees
-    json_schema(openapi_spec()["components"]["schemas"]["AutoAnnotateRequest"]["properties"]["options"]))
+    json_schema(openapi_spec()["components"]["schemas"]["AutoAnnotateRequest"]["properties"]["options"])
+)
 
 
 def values_for(option):
@@ -105,8 +113,17 @@ def values_for(option):
     edges = []
     if option.kind is not str:
         step = 1 if option.kind is int else 1e-9
-        edges = [option.low, option.high, option.low - step, option.high + step, (option.low + option.high) / 2,
-                 float(option.low), float(option.high), option.low - 10**30, option.high + 10**30]
+        edges = [
+            option.low,
+            option.high,
+            option.low - step,
+            option.high + step,
+            (option.low + option.high) / 2,
+            float(option.low),
+            float(option.high),
+            option.low - 10**30,
+            option.high + 10**30,
+        ]
     wrong = [None, True, "3", [], {}, 2.5, 10**400, *option.choices, "mesh", ""]
     return st.sampled_from(edges + wrong) | st.floats(allow_nan=False, allow_infinity=False)
 
@@ -143,5 +160,6 @@ def test_amg_defaults_are_the_references_and_within_bounds():
         assert defaults[name] == reference[name].default, name
     assert parse_options(defaults).amg == {name: defaults[name] for name in AMG_OPTIONS}
     assert parse_options(defaults).model_version("m") != AutoAnnotateOptions().model_version("m")  # sent = named
-    assert {k: v for k, v in vars(parse_options(defaults)).items() if k != "amg"} == \
-        {k: v for k, v in vars(AutoAnnotateOptions()).items() if k != "amg"}
+    assert {k: v for k, v in vars(parse_options(defaults)).items() if k != "amg"} == {
+        k: v for k, v in vars(AutoAnnotateOptions()).items() if k != "amg"
+    }

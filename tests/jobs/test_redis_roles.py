@@ -4,6 +4,7 @@ Real redis-server processes. A run must survive the cache Redis filling past its
 an evicting queue Redis is refused with the fix; a queue Redis that is down or full gives
 503 + Retry-After with a JSON reason, never a 500.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,9 +52,16 @@ def queue_redis():
 
 
 def base_env(ls: FakeLabelStudioAPI, tiny_checkpoint, tmp_path) -> dict[str, str]:
-    return {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN, "SAM_ENGINE": "sam", "SAM_MODEL": "tiny",
-            "SAM_CHECKPOINT": str(tiny_checkpoint), "RQ_QUEUE": f"roles-{tmp_path.name}", "JOB_RETRIES": "2",
-            "ALLOW_PRIVATE_IMAGE_URLS": "true"}
+    return {
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": LS_TOKEN,
+        "SAM_ENGINE": "sam",
+        "SAM_MODEL": "tiny",
+        "SAM_CHECKPOINT": str(tiny_checkpoint),
+        "RQ_QUEUE": f"roles-{tmp_path.name}",
+        "JOB_RETRIES": "2",
+        "ALLOW_PRIVATE_IMAGE_URLS": "true",
+    }
 
 
 def client_for(env: dict[str, str]):
@@ -92,8 +100,9 @@ def assert_503_json(response, code: str, *words: str, retry_after: bool = True) 
     return body
 
 
-def test_a_run_completes_while_embeddings_overflow_the_cache_redis(ls, cache_redis, queue_redis, tiny_checkpoint,
-                                                                   tmp_path):
+def test_a_run_completes_while_embeddings_overflow_the_cache_redis(
+    ls, cache_redis, queue_redis, tiny_checkpoint, tmp_path
+):
     env = {**base_env(ls, tiny_checkpoint, tmp_path), "REDIS_URL": cache_redis.url, "QUEUE_REDIS_URL": queue_redis.url}
     client = client_for(env)
     workers = Workers(env, tmp_path)
@@ -139,14 +148,22 @@ def test_a_run_completes_while_embeddings_overflow_the_cache_redis(ls, cache_red
 def test_an_evicting_queue_redis_is_refused_with_the_fix(ls, cache_redis, tiny_checkpoint, tmp_path, queue_var):
     env = {**base_env(ls, tiny_checkpoint, tmp_path), queue_var: cache_redis.url}
     client = client_for(env)
-    body = assert_503_json(start(client), "queue_redis_evicts", queue_var, "allkeys-lru", "noeviction",
-                           retry_after=False)
+    body = assert_503_json(
+        start(client), "queue_redis_evicts", queue_var, "allkeys-lru", "noeviction", retry_after=False
+    )
     if queue_var == "REDIS_URL":  # one LRU Redis for everything: the message says to add the second one
         assert "set QUEUE_REDIS_URL" in body["fix"]
     assert not list(cache_redis.client().scan_iter("rq:*")), "nothing may be queued there"
 
-    worker = subprocess.run([sys.executable, "-m", "backend", "worker", "--burst"], cwd=ROOT, timeout=120,
-                            env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    worker = subprocess.run(
+        [sys.executable, "-m", "backend", "worker", "--burst"],
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert worker.returncode == 2, worker.stderr
     assert "maxmemory-policy allkeys-lru" in worker.stderr and "fix:" in worker.stderr
 

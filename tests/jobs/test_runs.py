@@ -3,6 +3,7 @@
 Real redis-server, the app in-process (grabcut: no weights), the RQ job function called
 directly: what is under test is what Redis holds and how a damaged value is answered.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ from backend.labelstudio.label_config import OutputTarget
 from backend.settings import Settings
 from backend.web.app import create_app
 
-SPEC = RunSpec.create(7, parse_options({"output": "polygon", "points_per_side": 8, "max_masks": 5}),
-                      OutputTarget("poly", "image", "polygon", "Banana"), "image", "sam-test")
+SPEC = RunSpec.create(
+    7,
+    parse_options({"output": "polygon", "points_per_side": 8, "max_masks": 5}),
+    OutputTarget("poly", "image", "polygon", "Banana"),
+    "image",
+    "sam-test",
+)
 
 
 def stored(**changes: object) -> str:
@@ -37,23 +43,29 @@ def test_a_spec_round_trips_through_json_unchanged():
     assert SPEC.model_version == SPEC.options.model_version("sam-test")
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("{not json", "not JSON"),
-    ("[" * 100_000 + "]" * 100_000, "not JSON"),
-    ("[]", "keys"),
-    (stored(project=None), "keys"),
-    (stored(extra=1), "keys"),
-    (stored(project="7"), "project"),
-    (stored(project=0), "project"),
-    (stored(options=["polygon"]), "options"),
-    (stored(options={"mode": "masks"}), "options"),
-    (stored(options={**json.loads(SPEC.to_json())["options"], "max_masks": "many"}), "max_masks"),
-    (stored(options={**json.loads(SPEC.to_json())["options"], "amg": {"points_per_side": 10**9}}), "points_per_side"),
-    (stored(target={"from_name": "poly"}), "target"),
-    (stored(target={"from_name": "p", "to_name": "i", "output_type": "mesh", "label": "B"}), "target"),
-    (stored(value_key=3), "value_key"),
-    (stored(model_version=""), "model_version"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("{not json", "not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not JSON"),
+        ("[]", "keys"),
+        (stored(project=None), "keys"),
+        (stored(extra=1), "keys"),
+        (stored(project="7"), "project"),
+        (stored(project=0), "project"),
+        (stored(options=["polygon"]), "options"),
+        (stored(options={"mode": "masks"}), "options"),
+        (stored(options={**json.loads(SPEC.to_json())["options"], "max_masks": "many"}), "max_masks"),
+        (
+            stored(options={**json.loads(SPEC.to_json())["options"], "amg": {"points_per_side": 10**9}}),
+            "points_per_side",
+        ),
+        (stored(target={"from_name": "poly"}), "target"),
+        (stored(target={"from_name": "p", "to_name": "i", "output_type": "mesh", "label": "B"}), "target"),
+        (stored(value_key=3), "value_key"),
+        (stored(model_version=""), "model_version"),
+    ],
+)
 def test_a_damaged_stored_spec_is_a_clear_error_naming_what_is_wrong(raw, words):
     with pytest.raises(RunSpecInvalid) as err:
         RunSpec.from_json(raw)

@@ -1,4 +1,5 @@
 """A HeartbeatWorker killed with SIGKILL mid-job: the job is retried soon and completes once."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,14 @@ def redis_url():
 
 def start_worker(redis_url: str, queue: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'jobs'}"}
-    return subprocess.Popen([sys.executable, "-c", WORKER, redis_url, queue], cwd=ROOT, env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, redis_url, queue],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -60,8 +67,14 @@ def test_killed_worker_job_is_retried_and_finishes_once(redis_url, tmp_path):
         second = start_worker(redis_url, "mechanics", tmp_path / "w2.log")
         try:
             budget = HEARTBEAT_TTL_S + 3 * MAINTENANCE_EVERY_S + 30
-            wait_for(lambda: Job.fetch(job.id, connection=connection, serializer=JSONSerializer).get_status()
-                     == JobStatus.FINISHED, budget, "the retried job to finish")
+            wait_for(
+                lambda: (
+                    Job.fetch(job.id, connection=connection, serializer=JSONSerializer).get_status()
+                    == JobStatus.FINISHED
+                ),
+                budget,
+                "the retried job to finish",
+            )
         finally:
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=30)

@@ -4,6 +4,7 @@ The output types (backend.outputs) drive the regions written, the label config's
 control tags, the interactive choice and the auto-annotate option; the model types
 (sam_model) drive what SAM_MODEL may name.
 """
+
 import numpy as np
 import pytest
 
@@ -16,8 +17,7 @@ from sam_model import MODEL_TYPES, OFFICIAL_CHECKPOINTS, build_sam
 
 
 def config_with(tag: str) -> str:
-    return (f'<View><Image name="img" value="$image"/><{tag} name="out" toName="img">'
-            f'<Label value="Car"/></{tag}></View>')
+    return f'<View><Image name="img" value="$image"/><{tag} name="out" toName="img"><Label value="Car"/></{tag}></View>'
 
 
 @pytest.mark.parametrize("kind", OUTPUT_TYPES)
@@ -29,8 +29,17 @@ def test_each_output_type_round_trips_through_label_studio_names(kind):
     assert output_for(config, parse_options({"output": kind}))[0].from_name == "out"
     mask = np.zeros((8, 8), dtype=bool)
     mask[2:6, 2:6] = True
-    regions = mask_to_regions(mask, kind, from_name="out", to_name="img", label="Car", score=1.0,
-                              original_width=8, original_height=8, min_area_px=1)
+    regions = mask_to_regions(
+        mask,
+        kind,
+        from_name="out",
+        to_name="img",
+        label="Car",
+        score=1.0,
+        original_width=8,
+        original_height=8,
+        min_area_px=1,
+    )
     assert regions and all(OUTPUT_TAG_TYPES[r["type"]] == kind and r["value"][r["type"]] == ["Car"] for r in regions)
 
 

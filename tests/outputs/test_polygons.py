@@ -1,4 +1,5 @@
 """Polygons: rasterised back (pixel centres inside the polygon) they cover the mask, IoU >= 0.95."""
+
 from __future__ import annotations
 
 import cv2
@@ -17,7 +18,7 @@ def rasterise(polygons: list, h: int, w: int) -> np.ndarray:
     for points in polygons:
         pts = np.asarray(points) * [w / 100, h / 100]
         inside = np.zeros((h, w), dtype=bool)
-        for (x1, y1), (x2, y2) in zip(pts, np.roll(pts, -1, axis=0)):
+        for (x1, y1), (x2, y2) in zip(pts, np.roll(pts, -1, axis=0), strict=True):
             if y1 != y2:
                 crosses = (cy >= min(y1, y2)) & (cy < max(y1, y2))
                 inside ^= crosses & (cx < x1 + (cy - y1) * (x2 - x1) / (y2 - y1))

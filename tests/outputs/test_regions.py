@@ -1,4 +1,5 @@
 """LS result dicts: the field set LS stores, values LS (and the SDK) decode back to the mask."""
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def test_rectangle_region_bounds_every_pixel() -> None:
     assert rectangle_region(np.zeros((240, 320), dtype=bool), **ARGS) is None
 
 
-@pytest.mark.parametrize("output_type,kind", [("brush", "brushlabels"), ("polygon", "polygonlabels"),
-                                              ("rectangle", "rectanglelabels")])
+@pytest.mark.parametrize(
+    "output_type,kind", [("brush", "brushlabels"), ("polygon", "polygonlabels"), ("rectangle", "rectanglelabels")]
+)
 def test_dispatcher(output_type: str, kind: str) -> None:
     regions = mask_to_regions(mask(), output_type, **ARGS)
     assert regions and all(r["type"] == kind for r in regions)

@@ -1,4 +1,5 @@
 """Brush RLE: byte-identical to label_studio_sdk's mask2rle/encode_rle; decodes what LS stores."""
+
 from __future__ import annotations
 
 import numpy as np

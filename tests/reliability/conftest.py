@@ -4,6 +4,7 @@ The backend and Redis fixtures are the HTTP tests' own (module-scoped, tests/htt
 the fake LS that also speaks the prediction API is tests/support/fake_ls.py. Added here: a
 tripwire listener (tests/support/net.py) that proves refused URLs were never connected to.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

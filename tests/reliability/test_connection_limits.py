@@ -8,6 +8,7 @@ unfinished requests are shed and /health answers within a second, while a keep-a
 that was idle through it all keeps its connection. Everything is on 127.0.0.1; the flood
 is bounded in rounds and stops at the end.
 """
+
 from __future__ import annotations
 
 import socket
@@ -28,8 +29,10 @@ ROUNDS = 300  # the flood stops by itself after this many rounds (60 s)
 class Flood:
     """FLOOD connections: one in four silent, the rest trickling headers or a body; reconnect when cut."""
 
-    REQUESTS = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000,
-                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000\r\n\r\n" + b"a" * 4000)
+    REQUESTS = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000,
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000\r\n\r\n" + b"a" * 4000,
+    )
 
     def __init__(self, port: int):
         self.port = port
@@ -56,7 +59,7 @@ class Flood:
                             raise ConnectionResetError
                     else:
                         data = self.REQUESTS[index % 2]
-                        sock.send(data[self.sent[index]:self.sent[index] + 1])
+                        sock.send(data[self.sent[index] : self.sent[index] + 1])
                         self.sent[index] += 1
                 except BlockingIOError:
                     pass
@@ -81,7 +84,9 @@ def http_get(sock: socket.socket, path: str) -> bytes:
         data += sock.recv(65536) or b"<closed>"
         assert not data.endswith(b"<closed>"), data
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head.split(b"\r\n")[0] + b" " + body
@@ -89,8 +94,9 @@ def http_get(sock: socket.socket, path: str) -> bytes:
 
 @pytest.fixture()
 def backend(tmp_path):
-    server = Gunicorn({"SAM_ENGINE": "grabcut", "GUNICORN_CMD_ARGS": f"--worker-connections {LIMIT}"},
-                      tmp_path / "gunicorn.log")
+    server = Gunicorn(
+        {"SAM_ENGINE": "grabcut", "GUNICORN_CMD_ARGS": f"--worker-connections {LIMIT}"}, tmp_path / "gunicorn.log"
+    )
     yield server
     server.stop()
 
@@ -108,7 +114,9 @@ def test_health_gets_in_while_more_slow_connections_than_the_limit_are_open(back
             assert health.status_code == 200 and seconds < ANSWER_WITHIN_S, seconds
             time.sleep(0.2)
         assert flood.cut >= FLOOD - LIMIT and flood.thread.is_alive(), "the flood was still on, being shed"
-        assert http_get(keep_alive, "/health").startswith(b"HTTP/1.1 200"), "the idle keep-alive client kept its connection"
+        assert http_get(keep_alive, "/health").startswith(b"HTTP/1.1 200"), (
+            "the idle keep-alive client kept its connection"
+        )
     finally:
         flood.close()
         keep_alive.close()

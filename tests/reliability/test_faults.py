@@ -6,6 +6,7 @@ server killed with SIGKILL), an RQ worker (`python -m backend worker`), and a fa
 (never timing assertions): a fault test fails on a wrong answer or a lost request, not on
 a slow machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,17 +31,29 @@ from tests.support.servers import REPO, Backend
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
 W, H = 160, 120
-IMAGES = {f"/data/upload/1/fault{i}.png": scene(W, H, [(30 + 5 * i, 40, 18), (70, 65, 16)], seed=100 + i)
-          for i in range(12)}
+IMAGES = {
+    f"/data/upload/1/fault{i}.png": scene(W, H, [(30 + 5 * i, 40, 18), (70, 65, 16)], seed=100 + i) for i in range(12)
+}
 CLICKS = [(30.0, 40.0), (70.0, 65.0), (32.0, 42.0)]
 
 
 def click_body(path: str, x: float, y: float) -> dict:
-    region = {"original_width": W, "original_height": H, "image_rotation": 0, "is_positive": True,
-              "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
-              "id": "kp", "from_name": "tag2", "to_name": "image", "type": "keypointlabels"}
-    return {"tasks": [{"id": 1, "data": {"image": path}}], "label_config": CONFIG,
-            "params": {"context": {"result": [region]}}}
+    region = {
+        "original_width": W,
+        "original_height": H,
+        "image_rotation": 0,
+        "is_positive": True,
+        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
+        "id": "kp",
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+    }
+    return {
+        "tasks": [{"id": 1, "data": {"image": path}}],
+        "label_config": CONFIG,
+        "params": {"context": {"result": [region]}},
+    }
 
 
 def rle_of(response: requests.Response) -> tuple[int, ...]:
@@ -85,11 +98,18 @@ def fake_ls():
 
 
 def backend_env(fake_ls: FakeLabelStudioAPI, redis_url: str, **extra: str) -> dict[str, str]:
-    return {"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": fake_ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN,
-            "REDIS_URL": redis_url, "WARM_ON_PREDICT": "false", **extra}
+    return {
+        "SAM_ENGINE": "grabcut",
+        "LABEL_STUDIO_URL": fake_ls.url,
+        "LABEL_STUDIO_API_KEY": LS_TOKEN,
+        "REDIS_URL": redis_url,
+        "WARM_ON_PREDICT": "false",
+        **extra,
+    }
 
 
 # ---- Redis restarted while annotators click ------------------------------------------------------
+
 
 def test_redis_restart_during_a_stream_of_clicks_fails_no_request(start_backend, fake_ls, redis_server):
     server = start_backend(backend_env(fake_ls, redis_server.url))
@@ -141,7 +161,10 @@ def test_redis_restart_during_a_stream_of_clicks_fails_no_request(start_backend,
 
 # ---- a gunicorn process killed with SIGKILL ----------------------------------------------------
 
-def test_killed_gunicorn_recovers_and_reuses_redis_embeddings(start_backend, fake_ls, redis_server, tmp_path, monkeypatch):
+
+def test_killed_gunicorn_recovers_and_reuses_redis_embeddings(
+    start_backend, fake_ls, redis_server, tmp_path, monkeypatch
+):
     env = backend_env(fake_ls, redis_server.url)
     server = start_backend(env)
     paths = list(IMAGES)[:6]
@@ -177,16 +200,20 @@ def test_killed_gunicorn_recovers_and_reuses_redis_embeddings(start_backend, fak
 
 # ---- Label Studio down while an auto-annotate run posts predictions ------------------------------
 
+
 class RQWorker:
     """`python -m backend worker` as deployed: its own process, the model loaded there."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO", "BASIC_AUTH"))}
+        full = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO", "BASIC_AUTH"))
+        }
         full.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}, **env)
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=REPO, env=full,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend", "worker"], cwd=REPO, env=full, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def log(self) -> str:
         self._log.flush()
@@ -208,8 +235,14 @@ def sam_deployment(start_backend, fake_ls, redis_server, tiny_checkpoint, tmp_pa
     """A tiny-SAM backend and one RQ worker sharing Redis and the fake LS (tasks 1 and 2)."""
     for task_id, path in ((1, list(IMAGES)[0]), (2, list(IMAGES)[1])):
         fake_ls.add_task(task_id, {"image": path})
-    env = backend_env(fake_ls, redis_server.url, SAM_ENGINE="sam", SAM_MODEL="tiny",
-                      SAM_CHECKPOINT=str(tiny_checkpoint), JOB_RETRIES="1")
+    env = backend_env(
+        fake_ls,
+        redis_server.url,
+        SAM_ENGINE="sam",
+        SAM_MODEL="tiny",
+        SAM_CHECKPOINT=str(tiny_checkpoint),
+        JOB_RETRIES="1",
+    )
     server = start_backend(env)
     worker = RQWorker(env, tmp_path_factory.mktemp("rq") / "worker.log")
     yield server, worker
@@ -217,9 +250,14 @@ def sam_deployment(start_backend, fake_ls, redis_server, tiny_checkpoint, tmp_pa
 
 
 def run_to_end(server: Backend, worker: RQWorker, tasks: list[int]) -> dict:
-    started = server.post("/auto-annotate", {"project": 1, "tasks": tasks,
-                                             "options": {"points_per_side": 4, "pred_iou_thresh": 0,
-                                                         "stability_score_thresh": 0}})
+    started = server.post(
+        "/auto-annotate",
+        {
+            "project": 1,
+            "tasks": tasks,
+            "options": {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0},
+        },
+    )
     assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
 

@@ -5,6 +5,7 @@ finish; 8 clicks need images that a local server sends at 1 byte/s. Meanwhile /h
 click whose embedding is cached must still answer within 1 s each. Everything is on
 127.0.0.1, every loop is bounded, and the slow clients and the slow server stop at the end.
 """
+
 from __future__ import annotations
 
 import copy
@@ -114,13 +115,27 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO", "BASIC_AUTH"))}
-        full_env.update({"PORT": str(self.port), "WORKERS": "1", "THREADS": str(THREADS), "OMP_NUM_THREADS": "1",
-                         "PYTHONUNBUFFERED": "1", **env})
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO", "BASIC_AUTH"))
+        }
+        full_env.update(
+            {
+                "PORT": str(self.port),
+                "WORKERS": "1",
+                "THREADS": str(THREADS),
+                "OMP_NUM_THREADS": "1",
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            }
+        )
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
-                cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
@@ -151,8 +166,10 @@ class Tricklers:
 
     def __init__(self, url_port: int, headers: int, bodies: int):
         head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000
-        body_head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 4000\r\n\r\n")
+        body_head = (
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 4000\r\n\r\n"
+        )
         self.stop = threading.Event()
         self.conns: list[tuple[socket.socket, bytes]] = []
         for _ in range(headers):
@@ -170,7 +187,7 @@ class Tricklers:
             if self.stop.wait(TRICKLE_EVERY_S):
                 return
             for sock, data in self.conns:
-                sock.send(data[index:index + 1])  # an error here fails the test: the server dropped us
+                sock.send(data[index : index + 1])  # an error here fails the test: the server dropped us
             self.rounds = index + 1
 
     def close(self) -> None:
@@ -201,8 +218,10 @@ def ls():
 
 @pytest.fixture()
 def backend(ls, tmp_path):
-    server = Gunicorn({"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN},
-                      tmp_path / "gunicorn.log")
+    server = Gunicorn(
+        {"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN},
+        tmp_path / "gunicorn.log",
+    )
     yield server
     server.stop()
 
@@ -218,8 +237,13 @@ def test_health_and_cached_clicks_answer_within_a_second_while_slow_clients_hang
 
     def slow_click(index: int) -> None:
         try:
-            slow_answers.append(requests.post(backend.url + "/predict", timeout=120,
-                                              json=click_body(f"/data/upload/1/slow-{index}.png", 100 + index)))
+            slow_answers.append(
+                requests.post(
+                    backend.url + "/predict",
+                    timeout=120,
+                    json=click_body(f"/data/upload/1/slow-{index}.png", 100 + index),
+                )
+            )
         except requests.RequestException as exc:
             slow_answers.append(exc)
 
@@ -245,8 +269,9 @@ def test_health_and_cached_clicks_answer_within_a_second_while_slow_clients_hang
             assert health.status_code == 200 and seconds < ANSWER_WITHIN_S, seconds
         hits_before = ls.hits[FAST_IMAGE]
         for _ in range(3):
-            hit, seconds = timed(lambda: requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1),
-                                                       timeout=10))
+            hit, seconds = timed(
+                lambda: requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1), timeout=10)
+            )
             assert hit.status_code == 200 and seconds < ANSWER_WITHIN_S, (hit.status_code, seconds)
             assert hit.json()["results"][0]["result"], "a cache-hit click still returns its mask"
         assert ls.hits[FAST_IMAGE] == hits_before, "the clicks were cache hits"
@@ -287,8 +312,9 @@ def test_many_clicks_on_one_slow_cold_image_leave_threads_for_health(backend, ls
         for _ in range(5):
             health, seconds = timed(lambda: requests.get(backend.url + "/health", timeout=10))
             assert health.status_code == 200 and seconds < ANSWER_WITHIN_S, seconds
-        hit, seconds = timed(lambda: requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1),
-                                                   timeout=10))
+        hit, seconds = timed(
+            lambda: requests.post(backend.url + "/predict", json=click_body(FAST_IMAGE, 1), timeout=10)
+        )
         assert hit.status_code == 200 and seconds < ANSWER_WITHIN_S, (hit.status_code, seconds)
         # The clicks past the cold slots were refused at once (503 + Retry-After, logged); one
         # download served the others.
@@ -316,8 +342,13 @@ class InProcessServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connection_limit = connection_limit
-        self.map, self.servers = create_servers(app, [self.listener], threads=threads,
-                                                connection_limit=connection_limit, max_request_bytes=max_request_bytes)
+        self.map, self.servers = create_servers(
+            app,
+            [self.listener],
+            threads=threads,
+            connection_limit=connection_limit,
+            max_request_bytes=max_request_bytes,
+        )
         self.shed = 0
 
     def pump(self, seconds: float = 0.3) -> None:
@@ -376,22 +407,34 @@ def test_headers_still_trickling_after_the_deadline_are_cut_off(in_process):
     idle.close()
 
 
-@pytest.mark.parametrize(("request_bytes", "status", "code"), [
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", b"413", "payload_too_large"),
-    # Not "100 Continue" (which invited the body of a request already refused) but the 413 at once.
-    (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n", b"413",
-     "payload_too_large"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n", b"413",
-     "payload_too_large"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400", "bad_request"),
-    # A chunk-size line or trailer without its CRLF was kept in memory up to the body limit.
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=" + b"a" * 9000, b"400", "bad_request"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 9000, b"400",
-     "bad_request"),
-    # Past Python's 4300-digit int() limit: waitress' parser raised and dropped the connection.
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
-])
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", b"413", "payload_too_large"),
+        # Not "100 Continue" (which invited the body of a request already refused) but the 413 at once.
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+            b"413",
+            "payload_too_large",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n",
+            b"413",
+            "payload_too_large",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400", "bad_request"),
+        # A chunk-size line or trailer without its CRLF was kept in memory up to the body limit.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=" + b"a" * 9000, b"400", "bad_request"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + b"a" * 9000,
+            b"400",
+            "bad_request",
+        ),
+        # Past Python's 4300-digit int() limit: waitress' parser raised and dropped the connection.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"\r\n\r\n", b"400", "bad_request"),
+    ],
+)
 def test_waitress_refusals_are_the_apps_json_errors(in_process, request_bytes, status, code):
     sock = connect(in_process.port, request_bytes)
     head, _, body = read_reply(in_process, sock).partition(b"\r\n\r\n")
@@ -436,7 +479,7 @@ def test_a_trickling_body_is_cut_at_the_deadline_in_real_time(in_process, monkey
 
 
 def chunked(body: bytes, size: int) -> bytes:
-    chunks = [body[i:i + size] for i in range(0, len(body), size)]
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
 
 
@@ -458,11 +501,14 @@ def test_chunked_bodies_are_limited_by_their_decoded_size(in_process, chunk_size
     assert head_out.startswith(b"HTTP/1.1 413") and "MAX_REQUEST_BYTES=1000" in json.loads(body)["message"]
 
 
-@pytest.mark.parametrize("framing", [
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
-])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+)
 def test_ambiguous_framing_is_a_400_that_closes_the_connection(in_process, framing):
     """RFC 9112 section 6: the server must close the connection (a second reader could frame it otherwise)."""
     sock = connect(in_process.port, framing + b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -479,6 +525,7 @@ def _waiting_app(release: threading.Event):
         if environ["PATH_INFO"] == "/slow":
             release.wait(10)
         return _ok_app(environ, start_response)
+
     return app
 
 

@@ -4,14 +4,24 @@ Asserts correctness under concurrency only, never speed: no request fails, and e
 mask equals the same click computed alone on a fresh backend (before) and on the loaded one
 (after). Timing figures come from the full bench, recorded in docs/PERFORMANCE.md.
 """
+
 from __future__ import annotations
 
 from bench.bench_load import LoadConfig, run_load, summary
 
 
 def test_eight_annotators_get_no_errors_and_the_masks_they_would_get_alone(tmp_path):
-    cfg = LoadConfig(annotators=8, clicks=5, tasks_per_annotator=2, images=6, width=200, height=150,
-                     think_min_s=0.0, think_max_s=0.05, seed=7)
+    cfg = LoadConfig(
+        annotators=8,
+        clicks=5,
+        tasks_per_annotator=2,
+        images=6,
+        width=200,
+        height=150,
+        think_min_s=0.0,
+        think_max_s=0.05,
+        seed=7,
+    )
     report = run_load(cfg, tmp_path, log=lambda message: None)
     assert not report.errors, report.errors
     assert not report.mismatches, report.mismatches

@@ -1,4 +1,5 @@
 """Fixtures: the official implementation (test-only oracle) with fully random weights."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

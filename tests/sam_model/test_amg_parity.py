@@ -8,6 +8,7 @@ Two kinds of model drive both generators, ours always through the production pre
 - the real networks with random weights (ours loaded from the official model's saved
   state_dict), where AMG is degenerate, so thresholds are 0 and box NMS is off.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,7 @@ def match(ours: list[dict], theirs: list[dict]) -> list[tuple[int, int, float]]:
 
     Returns (our index, their index, mask IoU) for every pair; unpaired records are absent.
     """
+
     def key(r: dict) -> tuple:
         return tuple(r["crop_box"]), tuple(np.round(r["point_coords"][0], 6))
 
@@ -124,7 +126,9 @@ def test_fast_mode_close_to_exact_on_constructed_masks() -> None:
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_nothing_survives_strict_thresholds(mode: str) -> None:
     _, predictor = disc_model()
-    generator = AutomaticMaskGenerator(predictor, points_per_side=4, pred_iou_thresh=0.9999, mode=mode, min_mask_region_area=10)
+    generator = AutomaticMaskGenerator(
+        predictor, points_per_side=4, pred_iou_thresh=0.9999, mode=mode, min_mask_region_area=10
+    )
     assert generator.generate(_image(100, 120)) == []
 
 
@@ -135,11 +139,13 @@ def test_output_modes_agree_with_coco(output_mode: str) -> None:
     coco = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode="coco_rle").generate(image)
     other = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode=output_mode).generate(image)
     assert len(coco) == len(other) > 0
-    for a, b in zip(coco, other):
+    for a, b in zip(coco, other, strict=True):
         seg = b["segmentation"]
         mask = seg if output_mode == "binary_mask" else coco_mask.decode(coco_mask.frPyObjects(seg, *seg["size"]))
         np.testing.assert_array_equal(coco_mask.decode(a["segmentation"]).astype(bool), np.asarray(mask, dtype=bool))
-        assert {k: v for k, v in a.items() if k != "segmentation"} == {k: v for k, v in b.items() if k != "segmentation"}
+        assert {k: v for k, v in a.items() if k != "segmentation"} == {
+            k: v for k, v in b.items() if k != "segmentation"
+        }
 
 
 def test_bad_arguments_are_refused() -> None:

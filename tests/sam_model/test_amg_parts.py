@@ -4,6 +4,7 @@ Every input here is constructed: random boxes with ties, masks with holes and is
 empty masks, crops off the origin. The reference is called on the same input and the
 outputs must agree exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_point_grid_matches_reference(n: int) -> None:
 def test_layer_grids_match_reference(n: int, layers: int, scale: int) -> None:
     ours, theirs = layer_point_grids(n, layers, scale), ref.build_all_layer_point_grids(n, layers, scale)
     assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
 
 
@@ -121,7 +122,7 @@ def test_rle_round_trip_matches_reference() -> None:
     masks[4] = True  # starts with foreground: leading zero-length run
     ours, theirs = masks_to_rles(masks), ref.mask_to_rle_pytorch(masks)
     assert [rle_to_list(r) for r in ours] == theirs
-    for rle, mask in zip(ours, masks.numpy()):
+    for rle, mask in zip(ours, masks.numpy(), strict=True):
         np.testing.assert_array_equal(rle_to_mask(rle), mask)
         np.testing.assert_array_equal(rle_to_mask(rle), ref.rle_to_mask(rle))
         assert rle_area(rle) == ref.area_from_rle(rle) == int(mask.sum())

@@ -1,4 +1,5 @@
 """load_sam: safe loading, clear errors, device resolution, memory."""
+
 from __future__ import annotations
 
 import os
@@ -135,7 +136,11 @@ def test_vit_b_load_peak_rss_near_one_copy(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", _RSS_SCRIPT, str(path)],
-        cwd=root, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
     ).stdout.split()
     base, peak = int(out[0]), int(out[1])
     size = path.stat().st_size

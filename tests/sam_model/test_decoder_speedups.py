@@ -4,6 +4,7 @@ Folded cross-attention, the per-image `ImageContext` of the first block, the cha
 upscaling and the predictor's context cache must change speed only: every path is checked
 against the official module on the same random weights, and cached against uncached.
 """
+
 from __future__ import annotations
 
 import threading
@@ -87,8 +88,13 @@ def test_iou_filtered_decode_computes_exactly_the_kept_masks(tiny_pair, keep: st
     ref, ours, _ = tiny_pair
     sparse, dense = ref.prompt_encoder(points=_points(1, batch=10, seed=7), boxes=None, masks=None)
     pe = ref.prompt_encoder.get_dense_pe()
-    want_masks, want_iou = ref.mask_decoder(image_embeddings=_image(3), image_pe=pe, sparse_prompt_embeddings=sparse,
-                                            dense_prompt_embeddings=dense, multimask_output=True)
+    want_masks, want_iou = ref.mask_decoder(
+        image_embeddings=_image(3),
+        image_pe=pe,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
     floor = {"some": float(want_iou.median()), "none": float(want_iou.max()) + 1, "all": None}[keep]
     context = ours.mask_decoder.prepare(_image(3), pe, dense[:1])
     iou, kept, logits = ours.mask_decoder.forward_prepared_above(context, sparse, True, floor)
@@ -173,7 +179,7 @@ def test_threads_on_one_embedding_match_serial(predictors) -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         parallel = list(pool.map(click, range(8)))
-    for a, b in zip(parallel, serial):
+    for a, b in zip(parallel, serial, strict=True):
         _same(a, b)
 
 

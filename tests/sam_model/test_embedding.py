@@ -1,4 +1,5 @@
 """ImageEmbedding bytes: exact round trips for every dtype, loud failures for bad input."""
+
 from __future__ import annotations
 
 import pickle

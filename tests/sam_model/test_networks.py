@@ -1,4 +1,5 @@
 """Our networks against the official implementation: names, shapes and outputs."""
+
 from __future__ import annotations
 
 import pytest

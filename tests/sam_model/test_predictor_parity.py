@@ -3,6 +3,7 @@
 The official model is built with random weights, saved as a .pth, and loaded into ours
 through `load_sam` with strict checking, so this also proves the checkpoint layout.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,8 @@ def predictors(tmp_path_factory: pytest.TempPathFactory) -> tuple[RefPredictor, 
 
 
 @pytest.mark.parametrize(
-    "h, w", [(480, 640), (517, 300), (48, 64), (3000, 4000), (1024, 1024), (1, 7)],
+    "h, w",
+    [(480, 640), (517, 300), (48, 64), (3000, 4000), (1024, 1024), (1, 7)],
     ids=["landscape", "portrait", "tiny", "4000x3000", "square", "sliver"],
 )
 def test_tiny_matches_reference(predictors: tuple[RefPredictor, SamPredictor], h: int, w: int) -> None:
@@ -205,8 +207,13 @@ def test_decode_rejects_foreign_embeddings(
 
 @pytest.mark.parametrize(
     "image",
-    [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
-     np.zeros((0, 10, 3), np.uint8), [[0, 0, 0]]],
+    [
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 4), np.uint8),
+        np.zeros((0, 10, 3), np.uint8),
+        [[0, 0, 0]],
+    ],
     ids=["float", "gray", "rgba", "empty", "list"],
 )
 def test_encode_rejects_bad_images(predictors: tuple[RefPredictor, SamPredictor], image: object) -> None:

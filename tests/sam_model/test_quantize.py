@@ -1,4 +1,5 @@
 """Opt-in int8 encoder quantization: what it replaces, where it refuses, how close it stays."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,7 +19,9 @@ def tiny_int8(tiny_pair):
 def test_only_encoder_linears_are_quantized(tiny_int8) -> None:
     enc_types = {type(m) for m in tiny_int8.image_encoder.modules()}
     assert nn.Linear not in enc_types
-    assert any("DynamicQuantizedLinear" in t.__name__ or t.__module__.startswith("torch.ao.nn.quantized") for t in enc_types)
+    assert any(
+        "DynamicQuantizedLinear" in t.__name__ or t.__module__.startswith("torch.ao.nn.quantized") for t in enc_types
+    )
     assert any(type(m) is nn.Linear for m in tiny_int8.mask_decoder.modules())
 
 

@@ -4,6 +4,7 @@ The official SAM2Base is built from Meta's Hydra config with every parameter ran
 as Meta lays its files out (`{"model": state_dict}`, video modules included) and loaded into
 ours through `load_sam2`, strictly, so this also proves the checkpoint layout.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,11 @@ def assert_same(ours: DecodeResult, ref_masks: np.ndarray, ref_scores: np.ndarra
 def assert_features_match(ref: SAM2ImagePredictor, emb: ImageEmbedding) -> None:
     image_embed, s1, s0 = unpack(emb.features)
     s0_ref, s1_ref = ref._features["high_res_feats"]
-    for name, a, b in (("image_embed", image_embed, ref._features["image_embed"]), ("s1", s1, s1_ref), ("s0", s0, s0_ref)):
+    for name, a, b in (
+        ("image_embed", image_embed, ref._features["image_embed"]),
+        ("s1", s1, s1_ref),
+        ("s0", s0, s0_ref),
+    ):
         assert a.shape == b.shape, name
         diff = float((a - b).abs().max())
         assert diff <= FEATURE_ATOL, f"{name}: max abs diff {diff}"
@@ -189,7 +194,7 @@ def test_confident_logits_are_clamped_like_official(tiny: tuple) -> None:
         result = ours.decode(emb, **point)
     finally:
         with torch.no_grad():
-            for layer, weight in zip(layers, saved):
+            for layer, weight in zip(layers, saved, strict=True):
                 layer.weight.copy_(weight)
     assert np.abs(ref_out[2]).max() == 32.0
     assert_same(result, *ref_out)
@@ -214,7 +219,9 @@ def test_larger_sizes_match_official(model_type: str) -> None:
     wanted = model.state_dict()
     state = {k: v for k, v in ref.state_dict().items() if k in wanted}
     model.load_state_dict(state, strict=True, assign=True)
-    check_parity(SAM2ImagePredictor(ref), Sam2Predictor(model.eval(), model_type), sample_image(600, 800, seed=4), False)
+    check_parity(
+        SAM2ImagePredictor(ref), Sam2Predictor(model.eval(), model_type), sample_image(600, 800, seed=4), False
+    )
 
 
 @pytest.mark.parametrize("model_type", SAM2_MODEL_TYPES)
@@ -303,7 +310,7 @@ def test_pack_round_trip_is_exact() -> None:
     e, s1, s0 = torch.randn(1, 256, 64, 64), torch.randn(1, 64, 128, 128), torch.randn(1, 32, 256, 256)
     packed = pack(e, s1, s0)
     assert packed.shape == (1, 1024, 64, 64)
-    for a, b in zip(unpack(packed), (e, s1, s0)):
+    for a, b in zip(unpack(packed), (e, s1, s0), strict=True):
         assert torch.equal(a, b)
 
 
@@ -321,7 +328,7 @@ def test_embedding_bytes_round_trip(tiny: tuple, embedding: ImageEmbedding) -> N
     np.testing.assert_array_equal(direct.masks, exact.masks)
     np.testing.assert_array_equal(direct.scores, exact.scores)
     half = ours.decode(ImageEmbedding.from_bytes(embedding.to_bytes()), **point)
-    assert all(iou(a, b) > 0.99 for a, b in zip(direct.masks, half.masks))
+    assert all(iou(a, b) > 0.99 for a, b in zip(direct.masks, half.masks, strict=True))
     np.testing.assert_allclose(direct.scores, half.scores, atol=1e-2)
 
 
@@ -333,7 +340,9 @@ def test_bf16_on_cpu_when_asked(tiny: tuple, embedding: ImageEmbedding) -> None:
     a, b = embedding.features.double().flatten(), emb.features.double().flatten()
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
     first = bf16.decode(emb, np.array([[60, 50]]), np.array([1]))
-    refined = bf16.decode(emb, np.array([[60, 50]]), np.array([1]), mask_input=first.low_res_logits[:1], multimask=False)
+    refined = bf16.decode(
+        emb, np.array([[60, 50]]), np.array([1]), mask_input=first.low_res_logits[:1], multimask=False
+    )
     assert first.masks.shape == (3, 120, 160) and refined.masks.shape == (1, 120, 160)
     assert refined.scores.dtype == np.float32 and refined.low_res_logits.dtype == np.float32
 

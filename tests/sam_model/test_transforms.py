@@ -1,4 +1,5 @@
 """Pre/post-processing against the reference's own transforms (segment-anything as oracle)."""
+
 from __future__ import annotations
 
 import tracemalloc

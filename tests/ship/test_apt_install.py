@@ -1,5 +1,6 @@
 """tests/apt_install.sh waits for another apt/dpkg holding the package locks (bounded), where a
 bare apt-get fails at once: `make test` on a machine that is still running its own apt."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,13 @@ def test_waits_for_a_held_package_lock_then_installs() -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        out = subprocess.run(["bash", str(ROOT / "tests" / "apt_install.sh"), "redis-server"],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, "APT_LOCK_WAIT_S": "120"})
+        out = subprocess.run(
+            ["bash", str(ROOT / "tests" / "apt_install.sh"), "redis-server"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "APT_LOCK_WAIT_S": "120"},
+        )
         waited = time.monotonic() - started
     finally:
         holder.kill()
@@ -50,8 +56,13 @@ def test_gives_up_when_the_lock_is_held_past_the_bound() -> None:
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "30", *LOCKS], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        out = subprocess.run(["bash", str(ROOT / "tests" / "apt_install.sh"), "redis-server"],
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "APT_LOCK_WAIT_S": "3"})
+        out = subprocess.run(
+            ["bash", str(ROOT / "tests" / "apt_install.sh"), "redis-server"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "APT_LOCK_WAIT_S": "3"},
+        )
     finally:
         holder.kill()
         holder.wait()

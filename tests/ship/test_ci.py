@@ -1,4 +1,5 @@
 """The CI entry point runs the README's test command, and a pytest failure fails it."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,15 @@ def test_ci_run_runs_make_test_at_the_root_and_fails_with_it(tmp_path: Path, sta
     fake.write_text(FAKE_MAKE)
     fake.chmod(0o755)
     calls = tmp_path / "calls"
-    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
-           "MAKE_CALLS": str(calls), "MAKE_STATUS": str(status)}
-    out = subprocess.run([str(ROOT / ".ci" / "run")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "MAKE_CALLS": str(calls),
+        "MAKE_STATUS": str(status),
+    }
+    out = subprocess.run(
+        [str(ROOT / ".ci" / "run")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert calls.read_text().splitlines() == [f"{ROOT} test"]
     assert (out.returncode == 0) == (status == 0), out.stderr
 
@@ -39,9 +45,19 @@ def test_make_test_fails_when_no_tests_ran() -> None:
     # The stamps are taken as up to date (-o) so this checks only how `make test` treats
     # pytest's status: exit 5 ("no tests ran") must fail the target, hence CI.
     out = subprocess.run(
-        ["make", "-o", ".venv/.test-stamp", "-o", "system-packages", "test",
-         f"PYTEST_ARGS={Path(__file__).relative_to(ROOT)} -k no_test_has_this_name -p no:cacheprovider"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            "make",
+            "-o",
+            ".venv/.test-stamp",
+            "-o",
+            "system-packages",
+            "test",
+            f"PYTEST_ARGS={Path(__file__).relative_to(ROOT)} -k no_test_has_this_name -p no:cacheprovider",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode != 0
     assert "Error 5" in out.stderr  # make's report of pytest's own exit status
@@ -49,8 +65,14 @@ def test_make_test_fails_when_no_tests_ran() -> None:
 
 def make_run(**env: str) -> subprocess.CompletedProcess[str]:
     """`make run` with the venv taken as installed; these cases stop before gunicorn starts."""
-    return subprocess.run(["make", "-o", ".venv/.runtime-stamp", "run"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        ["make", "-o", ".venv/.runtime-stamp", "run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -93,7 +115,13 @@ def test_make_run_names_a_bad_setting_before_looking_for_a_checkpoint(env: dict,
 
 def test_preflight_accepts_a_good_configuration(tiny_checkpoint: Path) -> None:
     env = {**os.environ, "SAM_ENGINE": "sam", "SAM_MODEL": "tiny", "SAM_CHECKPOINT": str(tiny_checkpoint)}
-    out = subprocess.run([sys.executable, "-m", "backend.engines.preflight"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.engines.preflight"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("serving sam-tiny-")

@@ -1,4 +1,5 @@
 """docker/docker-compose.yml as docker-compose itself resolves it (offline `config`)."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,12 @@ def compose_config(env_file: Path) -> dict[str, Any]:
     """The resolved file, blind to the caller's shell variables and any docker/.env."""
     out = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": os.environ["PATH"]}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"]},
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
@@ -85,7 +91,7 @@ def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) 
 
 
 def test_start_order_waits_for_health(services: dict[str, Any]) -> None:
-    for backend, worker in zip(BACKENDS, WORKERS):
+    for backend, worker in zip(BACKENDS, WORKERS, strict=True):
         assert services[backend]["depends_on"] == {name: {"condition": "service_healthy"} for name in REDISES}
         assert services[worker]["depends_on"] == {backend: {"condition": "service_healthy"}}
 
@@ -146,7 +152,7 @@ def test_each_redis_as_compose_runs_it_suits_its_role(services: dict[str, Any], 
         client.close()
     assert int(config["maxmemory"]) > 0
     # The test server turns snapshots off itself; without --save, Redis's own default takes them.
-    snapshots = dict(zip(args[::2], args[1::2])).get("--save", "redis's default") != ""
+    snapshots = dict(zip(args[::2], args[1::2], strict=False)).get("--save", "redis's default") != ""
     assert (config["appendonly"] == "yes" or snapshots) == holds_jobs
 
 

@@ -5,6 +5,7 @@ The Dockerfile is read the way `docker build` reads it (line continuations, ARG 
 gunicorn's own argument and config-file parsing, the HEALTHCHECK command against a local
 server, the entrypoint as a shell script, .dockerignore against the files the image needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -179,8 +180,15 @@ def _glob_regex(glob: str) -> str:
 def test_build_context_holds_the_app_but_no_weights_venvs_or_secrets() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    for left_out in (".git/HEAD", ".venv/bin/python", "checkpoints/sam_vit_b_01ec64.pth", "checkpoints/x.pth.part",
-                     "docker/.env", "backend/__pycache__/app.cpython-311.pyc", "tests/conftest.py"):
+    for left_out in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "checkpoints/sam_vit_b_01ec64.pth",
+        "checkpoints/x.pth.part",
+        "docker/.env",
+        "backend/__pycache__/app.cpython-311.pyc",
+        "tests/conftest.py",
+    ):
         assert dockerignored(left_out, patterns), left_out
     needed = ["requirements.txt", "gunicorn.conf.py", "_wsgi.py", str(ENTRYPOINT.relative_to(ROOT))]
     needed += [str(p.relative_to(ROOT)) for p in [*ROOT.glob("backend/**/*.py"), *ROOT.glob("sam_model/**/*.py")]]
@@ -201,8 +209,15 @@ def run_entrypoint(tmp_path: Path, *command: str, **env: str) -> subprocess.Comp
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.run([str(ENTRYPOINT), *command], cwd=tmp_path, env={**base, **env},
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(ENTRYPOINT), *command],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_entrypoint_skips_the_download_for_grabcut_and_the_worker(tmp_path: Path) -> None:

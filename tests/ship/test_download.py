@@ -1,12 +1,13 @@
 """The checkpoint downloader against a real local HTTP server (no mocks of requests)."""
+
 from __future__ import annotations
 
 import hashlib
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -137,8 +138,15 @@ def test_official_file_from_a_mirror_is_trusted_by_its_official_size(tmp_path: P
 def test_existing_file_with_wrong_md5_is_refused_when_verifying(tmp_path: Path) -> None:
     (tmp_path / FILENAME).write_bytes(b"not a checkpoint")
     with pytest.raises(ChecksumMismatch, match="delete it"):
-        ensure_checkpoint("vit_b", tmp_path, url="http://unused.invalid/", md5=PAYLOAD_MD5,
-                          size=16, progress=False, verify_existing=True)
+        ensure_checkpoint(
+            "vit_b",
+            tmp_path,
+            url="http://unused.invalid/",
+            md5=PAYLOAD_MD5,
+            size=16,
+            progress=False,
+            verify_existing=True,
+        )
 
 
 def refused_url() -> str:

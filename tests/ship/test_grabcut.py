@@ -1,4 +1,5 @@
 """The weights-free GrabCut engine on synthetic images: a bright disc on a textured background."""
+
 from __future__ import annotations
 
 import time
@@ -83,9 +84,7 @@ def test_points_and_box_together(scene) -> None:
 
 def test_negative_point_inside_the_object_is_honoured(scene) -> None:
     engine, embedding, _ = scene
-    result = engine.decode(
-        embedding, point_coords=np.array([[CX, CY], [CX + 60, CY]]), point_labels=np.array([1, 0])
-    )
+    result = engine.decode(embedding, point_coords=np.array([[CX, CY], [CX + 60, CY]]), point_labels=np.array([1, 0]))
     assert not result.masks[0][CY, CX + 60]
     assert result.masks[0][CY, CX]
 
@@ -98,9 +97,7 @@ def test_low_res_logits_follow_sams_frame_and_refine(scene) -> None:
     # 900 wide -> 256; 600 high -> 171 rows; the disc centre is positive, padding negative.
     assert logits[0, round(CY * 256 / W), round(CX * 256 / W)] > 0
     assert (logits[0, 180:, :] < 0).all()
-    refined = engine.decode(
-        embedding, point_coords=np.array([[CX, CY]]), point_labels=np.array([1]), mask_input=logits
-    )
+    refined = engine.decode(embedding, point_coords=np.array([[CX, CY]]), point_labels=np.array([1]), mask_input=logits)
     assert iou(refined.masks[0], truth) > 0.8
 
 

@@ -7,6 +7,7 @@ discs per point (one with a hole, one with an island) with spread-out sharpness 
 predicted IoU. The official generator runs it as is; ours runs it through
 `official_predictor`, i.e. our production predictor and generator code.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,8 +54,14 @@ class _DiscDecoder(nn.Module):
     spreads around 0.95; predicted IoU spreads over [0.75, 1]; neighbours overlap (NMS acts).
     """
 
-    def forward(self, image_embeddings: Any, image_pe: Any, sparse_prompt_embeddings: torch.Tensor,
-                dense_prompt_embeddings: Any, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        image_embeddings: Any,
+        image_pe: Any,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: Any,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         p = sparse_prompt_embeddings[:, 0, :]
         px, py = p[:, 0, None, None], p[:, 1, None, None]
         c = (torch.arange(256, dtype=torch.float32) + 0.5) * 4

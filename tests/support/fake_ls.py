@@ -9,6 +9,7 @@ the JSON API the worker calls: /api/projects/<id>/, /api/tasks/<id>/, /api/tasks
 API answer 503, as LS behind a proxy does while it restarts, so tests can watch retries and
 failure reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,8 @@ class FakeLabelStudioAPI:
         self._next_id = 1
         self._lock = threading.Lock()
         self.server.routes[f"/api/projects/{project}/"] = self._guard(
-            lambda req: (200, JSON, json.dumps({"id": project, "label_config": self.label_config}).encode()))
+            lambda req: (200, JSON, json.dumps({"id": project, "label_config": self.label_config}).encode())
+        )
         self.server.routes["/api/tasks/"] = self._guard(self._list_tasks)
         self.server.routes["/api/predictions/"] = self._guard(self._predictions)
 
@@ -98,6 +100,7 @@ class FakeLabelStudioAPI:
             if req.headers.get("Authorization") != f"Token {self.token}":
                 return 401, JSON, b'{"detail": "Invalid token."}'
             return reply(req)
+
         return route
 
     def add_file(self, path: str, body: bytes, content_type: str = "image/png") -> None:

@@ -1,4 +1,5 @@
 """Test images: objects with clear edges to segment, and their PNG bytes as LS would serve them."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Comparing masks: overlap, and the mask LS would paint from a brush region we answered."""
+
 from __future__ import annotations
 
 import numpy as np

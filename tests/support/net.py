@@ -1,4 +1,5 @@
 """Loopback sockets for tests: free ports for the servers they start, a listener nothing may reach."""
+
 from __future__ import annotations
 
 import socket

@@ -6,6 +6,7 @@ path (`prepare`, then `forward_prepared_above`); the official decoder has only `
 parts (tests/support/disc_model.py), so that the production code runs unchanged on the
 same modules the official `SamAutomaticMaskGenerator` runs on. Tests and benches only.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -5,6 +5,7 @@ exactly these weights. The official init leaves rel-pos tables and pos_embed at 
 LayerNorms at identity; randomising all of them makes parity exercise those paths. Import
 after tests/oracle_stubs is on sys.path (tests/conftest.py and bench/ scripts do that).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ reference on exactly these weights. Official init leaves position embeddings and
 tokens at zero and norms at identity; randomising all of them makes parity exercise those
 paths. Import after tests/oracle_stubs is on sys.path (tests/conftest.py and bench/ do).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

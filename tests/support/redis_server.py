@@ -9,6 +9,7 @@ see the same address come back, as they would after a real Redis restart.
         server.kill()      # SIGKILL: an abrupt outage
         server.start()     # same port, empty data
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,9 +49,22 @@ class RedisServer:
         if self.running:
             return self
         args = [
-            REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self._dir), "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "warning", *self._extra_args,
+            REDIS_SERVER_BIN,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self._dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
+            *self._extra_args,
         ]
         log = open(self._dir / "redis.log", "ab")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -4,6 +4,7 @@ They are bodies captured from a real Label Studio 1.23.2 (see that folder's READ
 here so a fresh clone passes its tests with nothing beside it. Their image paths name an LS
 host that does not exist here; `SAMPLE_IMAGES` are what a fake LS serves at those paths.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Reading a served backend's log: which worker processes answered a route."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ limits and logging as production has them. Each writes its output to a log file 
 read, and takes only the environment given (plus harmless defaults), never the caller's
 SAM_*/REDIS*/LABEL_STUDIO* settings.
 """
+
 from __future__ import annotations
 
 import os

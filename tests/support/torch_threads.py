@@ -1,4 +1,5 @@
 """Run torch on a given number of intra-op threads for a while, then restore the setting."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """Polling for a condition another process makes true: bounded, and a failure names what never happened."""
+
 from __future__ import annotations
 
 import time

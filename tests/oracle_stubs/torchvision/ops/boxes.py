@@ -1,4 +1,5 @@
 """`box_area` and `batched_nms` with torchvision's documented semantics (greedy, per category)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """`ToTensor`, `Resize` and `Normalize` on tensors, as torchvision documents them (what
 `sam2==1.1.0` puts in front of its encoder; it scripts Resize + Normalize with TorchScript)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """`resize` and `to_pil_image` on PIL images, as torchvision documents them."""
+
 from __future__ import annotations
 
 import numpy as np
