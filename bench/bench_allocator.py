@@ -31,10 +31,10 @@ def child(model: str, keep_mb: int, clicks: int) -> None:
     import numpy as np
     import torch
 
-    from sam_model.build import build_sam
-    from sam_model.embedding import ImageEmbedding
-    from sam_model.predictor import SamPredictor
-    from sam_model.transforms import input_shape
+    from sam_model.common.embedding import ImageEmbedding
+    from sam_model.common.transforms import input_shape
+    from sam_model.sam1.build import build_sam
+    from sam_model.sam1.predictor import SamPredictor
 
     torch.manual_seed(0)
     predictor = SamPredictor(build_sam(model).eval(), model)

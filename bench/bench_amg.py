@@ -47,7 +47,7 @@ from pycocotools import mask as coco_mask  # noqa: E402
 from sam_model.amg import AutomaticMaskGenerator  # noqa: E402
 from sam_model.amg.generator import LOW_RES_MARGIN, _CropDecoder  # noqa: E402
 from sam_model.amg.grid import point_grid  # noqa: E402
-from sam_model.transforms import scale_coords  # noqa: E402
+from sam_model.common.transforms import scale_coords  # noqa: E402
 from tests.support.disc_model import disc_model  # noqa: E402
 
 THRESHOLDS = {
@@ -71,8 +71,8 @@ def synthetic_image(h: int, w: int, seed: int) -> np.ndarray:
 
 def models(model_type: str) -> tuple[Any, Any]:
     """(official Sam, our predictor) with the same random weights, ours loaded strictly from the saved file."""
-    from sam_model.checkpoint import load_sam
-    from sam_model.predictor import SamPredictor
+    from sam_model.loading import load_sam
+    from sam_model.sam1.predictor import SamPredictor
     from tests.support.oracle import official_sam
 
     ref = official_sam(model_type, seed=0)

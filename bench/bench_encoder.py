@@ -45,7 +45,7 @@ def child(impl: str, model_type: str, ckpt: str, out: str) -> None:
         model.load_state_dict(torch.load(ckpt, weights_only=True))
         model.eval()
     else:
-        from sam_model.checkpoint import load_sam
+        from sam_model.loading import load_sam
 
         model = load_sam(model_type, ckpt, device="cpu", quantize="int8" if impl == "ours_int8" else "none")
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
@@ -71,7 +71,7 @@ def run_child(impl: str, model_type: str, ckpt: str, out: str) -> dict:
 
 def mask_iou_int8_vs_fp32(model_type: str, ckpt: str, emb32: torch.Tensor, emb8: torch.Tensor) -> list[float]:
     """IoU of thresholded decoder masks (all 4 tokens) for a few point/box prompts."""
-    from sam_model.checkpoint import load_sam
+    from sam_model.loading import load_sam
 
     sam = load_sam(model_type, ckpt, device="cpu")
     g = torch.Generator().manual_seed(1)

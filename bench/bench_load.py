@@ -229,7 +229,7 @@ def replay_alone(url: str, cfg: LoadConfig, plans: list[list[Action]]) -> dict[t
 def tiny_checkpoint(directory: Path) -> str:
     import torch
 
-    from sam_model.build import build_sam
+    from sam_model.sam1.build import build_sam
 
     torch.manual_seed(0)
     path = directory / "sam_tiny_bench.pth"

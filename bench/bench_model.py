@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from segment_anything.predictor import SamPredictor as RefPredictor  # noqa: E402
 
 from sam_model import ImageEmbedding, SamPredictor, load_sam  # noqa: E402
-from sam_model.build import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
-from sam_model.transforms import upscale_masks  # noqa: E402
+from sam_model.common.transforms import upscale_masks  # noqa: E402
+from sam_model.sam1.build import ENCODER_CONFIGS, EncoderConfig  # noqa: E402
 from tests.support.oracle import official_sam  # noqa: E402
 
 TOKENS = 64 * 64

@@ -64,9 +64,10 @@ def child(impl: str, model_type: str, ckpt: str, out: str, clicks: int) -> None:
             ref.predict(coords, labels, multimask_output=True)
             click_times.append(time.perf_counter() - t)
     else:
-        from sam_model.sam2 import Sam2Predictor, load_sam2, unpack
+        from sam_model.loading import load_sam
+        from sam_model.sam2 import Sam2Predictor, unpack
 
-        ours = Sam2Predictor(load_sam2(model_type, ckpt, device="cpu"), model_type)
+        ours = Sam2Predictor(load_sam(model_type, ckpt, device="cpu"), model_type)
         t, cpu = time.perf_counter(), time.process_time()
         emb = ours.encode(img)
         encode, encode_cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -134,7 +135,7 @@ def main() -> None:
 
     impls = ["ref", "ours"]
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = str(save_official(official_sam2(args.model, seed=0), os.path.join(tmp, f"{args.model}.pt")))
+        ckpt = str(save_official(official_sam2(args.model, seed=0), os.path.join(tmp, f"{args.model}-random.pt")))
         results: dict[str, list[dict]] = {i: [] for i in impls}
         for r in range(args.rounds):
             for impl in impls:

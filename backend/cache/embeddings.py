@@ -25,7 +25,7 @@ import torch
 from backend.cache.lru import ByteLRU
 from backend.cache.redis_link import RedisLink
 from backend.cache.singleflight import SingleFlight, try_lock, unlock
-from sam_model.embedding import ImageEmbedding
+from sam_model.common.embedding import ImageEmbedding
 
 Source = Literal["local", "redis", "computed"]
 

@@ -1,7 +1,8 @@
 """Build the segmentation engine from settings and serve it safely to many request threads.
 
-Two engines share one interface (`model_id`, `encode`, `decode`): SAM (SAM_ENGINE=sam) and
-OpenCV GrabCut (SAM_ENGINE=grabcut, no weights). `engine_spec` checks the configuration
+Two engines share one interface (`model_id`, `encode`, `decode`): SAM (SAM_ENGINE=sam, any
+family sam_model serves: SAM v1, SAM 2.x, MobileSAM, SAM-HQ) and OpenCV GrabCut
+(SAM_ENGINE=grabcut, no weights). `engine_spec` checks the configuration
 cheaply when the app is created, so a missing checkpoint fails the worker's boot with a
 message naming the fix; the model itself is loaded once per process on first use (in the
 gunicorn worker, after fork, never in a parent that may have initialised CUDA).
@@ -24,11 +25,12 @@ import torch
 from backend.engines.grabcut import GrabCutEngine
 from backend.errors import BackendError, Overloaded
 from backend.settings import Settings
-from sam_model import MODEL_TYPES
-from sam_model.checkpoint import DEVICES, load_sam
-from sam_model.embedding import ImageEmbedding
-from sam_model.predictor import PRECISIONS, DecodeResult, SamPredictor
-from sam_model.quantize import QUANTIZE_MODES
+from sam_model import MODEL_TYPES, family_of, load_sam
+from sam_model.common.checkpoint import DEVICES
+from sam_model.common.decoding import PRECISIONS, DecodeResult
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.common.quantize import QUANTIZE_MODES
+from sam_model.families import OFFICIAL_TYPES
 from sam_model.registry import OFFICIAL_CHECKPOINTS
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def check_engine_choice(settings: Settings) -> None:
     if settings.sam_model not in MODEL_TYPES:
         raise EngineUnavailable(
             f"SAM_MODEL={settings.sam_model!r} is not a SAM model",
-            f"set SAM_MODEL to one of {', '.join(OFFICIAL_CHECKPOINTS)}",
+            f"set SAM_MODEL to one of {', '.join(OFFICIAL_TYPES)}",
         )
     for name, value, allowed in (
         ("SAM_DEVICE", settings.sam_device, DEVICES),
@@ -110,19 +112,22 @@ def engine_spec(settings: Settings) -> EngineSpec:
     if settings.sam_quantize != "none":
         model_id += f"-{settings.sam_quantize}"  # quantized encoders produce different embeddings
 
+    family = family_of(model_type)
+
     def load() -> Engine:
-        sam = load_sam(model_type, str(checkpoint), device=settings.sam_device, quantize=settings.sam_quantize)
-        device = sam.pixel_mean.device.type
+        model = load_sam(model_type, str(checkpoint), device=settings.sam_device, quantize=settings.sam_quantize)
+        device = next(model.parameters()).device.type
         precision = settings.sam_precision
         if precision == "auto":
             precision = "bf16" if device == "cuda" else "fp32"
-        log.info("loaded SAM %s from %s on %s (%s)", model_type, checkpoint, device, precision)
-        return SamPredictor(sam, model_id, precision=precision, compile=settings.sam_compile)
+        log.info("loaded %s %s from %s on %s (%s)", family.label, model_type, checkpoint, device, precision)
+        return family.predictor(model, model_id, precision, settings.sam_compile)
 
     return EngineSpec(
         model_id=model_id,
         info={
             "engine": "sam",
+            "family": family.label,
             "model": model_type,
             "checkpoint": checkpoint.name,
             "device": settings.sam_device,

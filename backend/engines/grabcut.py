@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import torch
 
-from sam_model.embedding import ImageEmbedding
-from sam_model.predictor import DecodeResult
+from sam_model.common.decoding import DecodeResult
+from sam_model.common.embedding import ImageEmbedding
 
 WORK_SIDE = 512
 ITERATIONS = 3

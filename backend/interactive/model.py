@@ -32,7 +32,7 @@ from backend.interactive.warmup import WarmupQueue
 from backend.labelstudio.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
 from backend.metrics import Metrics
 from backend.outputs import OutputType
-from sam_model.embedding import ImageEmbedding
+from sam_model.common.embedding import ImageEmbedding
 
 log = logging.getLogger(__name__)
 

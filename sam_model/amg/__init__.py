@@ -1,5 +1,5 @@
 """Automatic mask generation (the reference AMG, plus a fast mode that decides at low resolution)."""
 
-from .generator import AutomaticMaskGenerator, MaskSet
+from sam_model.amg.generator import AutomaticMaskGenerator, MaskSet
 
 __all__ = ["AutomaticMaskGenerator", "MaskSet"]

@@ -14,13 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embedding import ImageEmbedding
-from ..predictor import SamPredictor
-from ..sam import Sam
-from ..transformer import ImageContext
-from ..transforms import scale_coords, upscale_logits
-from .grid import crop_boxes, layer_point_grids
-from .masks import (
+from sam_model.amg.grid import crop_boxes, layer_point_grids
+from sam_model.amg.masks import (
     Rle,
     boxes_near_crop_edge,
     masks_to_boxes,
@@ -32,7 +27,12 @@ from .masks import (
     rle_to_mask,
     stability_score,
 )
-from .nms import batched_nms, box_area
+from sam_model.amg.nms import batched_nms, box_area
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.common.transforms import scale_coords, upscale_logits
+from sam_model.sam1.predictor import SamPredictor
+from sam_model.sam1.sam import Sam
+from sam_model.sam1.transformer import ImageContext
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MODES = ("exact", "fast")

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import LayerNorm2d
-from ..mask_decoder import _transposed_conv_matrix
-from ..prompt_encoder import PAD_LABEL
-from ..prompt_encoder import PromptEncoder as _V1PromptEncoder
-from ..transformer import ImageContext, TwoWayTransformer
-from .common import MLP
+from sam_model.common.layers import LayerNorm2d
+from sam_model.sam1.mask_decoder import _transposed_conv_matrix
+from sam_model.sam1.prompt_encoder import PAD_LABEL
+from sam_model.sam1.prompt_encoder import PromptEncoder as _V1PromptEncoder
+from sam_model.sam1.transformer import ImageContext, TwoWayTransformer
+from sam_model.sam2.common import MLP
 
 # Tokens before the mask tokens: the object-score token (video only, but it takes part in
 # attention), then the IoU token.

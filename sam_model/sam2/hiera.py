@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
-from .config import HieraConfig
+from sam_model.sam2.common import MLP
+from sam_model.sam2.config import HieraConfig
 
 Q_STRIDE = 2  # every stage change halves the grid by max-pooling the queries
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import IMAGE_SIZE, PROMPT_EMBED_DIM, SAM2_CONFIGS, Sam2Config
-from .heads import MaskDecoder, PromptEncoder
-from .hiera import ImageEncoder
+from sam_model.sam2.config import IMAGE_SIZE, PROMPT_EMBED_DIM, SAM2_CONFIGS, Sam2Config
+from sam_model.sam2.heads import MaskDecoder, PromptEncoder
+from sam_model.sam2.hiera import ImageEncoder
 
 # Channels of the packed features: image embedding, then the stride-8 and stride-4 maps
 # folded into the 64x64 grid with pixel_unshuffle (64*2*2 and 32*4*4 channels).

@@ -7,18 +7,26 @@ masks are upscaled in one bilinear step, and low-res logits come back clamped to
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..embedding import ImageEmbedding
-from ..predictor import PRECISIONS, DecodeResult, _ContextCache
-from ..transforms import upscale_masks
-from .config import IMAGE_SIZE
-from .heads import DecoderContext
-from .model import PACKED_CHANNELS, Sam2, unpack
+from sam_model.common.decoding import (
+    ContextCache,
+    DecodeResult,
+    autocast,
+    check_box,
+    check_embedding,
+    check_image,
+    check_mask_input,
+    check_points,
+    check_precision,
+)
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.common.transforms import upscale_masks
+from sam_model.sam2.config import IMAGE_SIZE
+from sam_model.sam2.heads import DecoderContext
+from sam_model.sam2.model import PACKED_CHANNELS, Sam2, unpack
 
 # torchvision-style normalisation of [0, 1] RGB, as SAM2Transforms applies it.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -36,14 +44,21 @@ class Sam2Predictor:
     the decoder's per-image work for the `context_cache_size` most recent embeddings.
     """
 
-    def __init__(self, model: Sam2, model_id: str, precision: str = "fp32", context_cache_size: int = 4) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    def __init__(
+        self,
+        model: Sam2,
+        model_id: str,
+        precision: str = "fp32",
+        compile: bool = False,
+        context_cache_size: int = 4,
+    ) -> None:
+        check_precision(precision)
         self.model = model
         self.model_id = model_id
         self.precision = precision
         self.device = model.no_mem_embed.device
         self.img_size = IMAGE_SIZE
+        self._encode = torch.compile(model.encode) if compile else model.encode
         pe = model.sam_prompt_encoder
         self._feature_shape = (1, PACKED_CHANNELS, *pe.image_embedding_size)
         self._mask_shape = (1, *pe.mask_input_size)
@@ -52,24 +67,15 @@ class Sam2Predictor:
         self._std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)
         with torch.inference_mode():
             self._dense_pe = pe.get_dense_pe()
-        self._contexts = _ContextCache(context_cache_size)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+        self._contexts: ContextCache[DecoderContext] = ContextCache(context_cache_size)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """HxWx3 uint8 RGB image -> its embedding (image embedding + stride-8 and stride-4 features)."""
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-            raise ValueError("image must be a numpy uint8 array")
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-            raise ValueError(f"image must be HxWx3 RGB, got shape {image.shape}")
-        original_size = (int(image.shape[0]), int(image.shape[1]))
+        original_size = check_image(image)
         x = self._preprocess(image)
-        with self._autocast():
-            features = self.model.encode(x)
+        with autocast(self.device, self.precision):
+            features = self._encode(x)
         return ImageEmbedding(features.float(), original_size, (self.img_size, self.img_size), self.model_id)
 
     def _preprocess(self, image: np.ndarray) -> torch.Tensor:
@@ -94,11 +100,11 @@ class Sam2Predictor:
         self.check_embedding(embedding)
         original = embedding.original_size
         points = self._prompt_points(point_coords, point_labels, box, original)
-        masks = self._mask(mask_input)
+        masks = check_mask_input(mask_input, self._mask_shape, self.device)
         if points is None and masks is None:
             raise ValueError("give at least one prompt: points, a box or mask_input")
         model = self.model
-        with self._autocast():
+        with autocast(self.device, self.precision):
             sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=masks)
             if masks is None:
                 # The dense prompt is then the constant "no mask" embedding: per-image work.
@@ -123,14 +129,7 @@ class Sam2Predictor:
 
     def check_embedding(self, embedding: ImageEmbedding) -> None:
         """ValueError unless `embedding` is one this predictor could have made (caches vet stored ones)."""
-        if not isinstance(embedding, ImageEmbedding):
-            raise ValueError("embedding must be an ImageEmbedding")  # noqa: TRY004 (callers catch ValueError)
-        if embedding.model_id != self.model_id:
-            raise ValueError(f"embedding is from model {embedding.model_id!r}, this predictor is {self.model_id!r}")
-        if not embedding.features.is_floating_point():
-            raise ValueError(f"features must be floating point, got {embedding.features.dtype}")
-        if tuple(embedding.features.shape) != self._feature_shape:
-            raise ValueError(f"features must have shape {self._feature_shape}, got {tuple(embedding.features.shape)}")
+        check_embedding(embedding, self.model_id, self._feature_shape)
         if embedding.input_size != (self.img_size, self.img_size):
             raise ValueError(f"SAM 2 embeddings have input_size {(self.img_size, self.img_size)}")
 
@@ -144,27 +143,12 @@ class Sam2Predictor:
         """Points and box corners as one point prompt in input pixels: the box's corners
         (labels 2, 3) first, as SAM2ImagePredictor orders them."""
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        if box is not None:
-            box = np.asarray(box, dtype=np.float64)
-            if box.shape not in ((4,), (1, 4)):
-                raise ValueError(f"box must have shape (4,) xyxy, got {box.shape}")
-            if not np.isfinite(box).all():
-                raise ValueError("box must be finite")
-            parts.append((box.reshape(2, 2), np.array(BOX_LABELS)))
-        if coords is not None or labels is not None:
-            if coords is None or labels is None:
-                raise ValueError("point_coords and point_labels must be given together")
-            coords = np.asarray(coords, dtype=np.float64)
-            labels = np.asarray(labels)
-            if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] < 1:
-                raise ValueError(f"point_coords must have shape (N, 2) with N >= 1, got {coords.shape}")
-            if labels.shape != (coords.shape[0],):
-                raise ValueError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
-            if not np.isfinite(coords).all():
-                raise ValueError("point_coords must be finite")
-            if not np.isin(labels, (0, 1)).all():
-                raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
-            parts.append((coords, labels))
+        corners = check_box(box)
+        if corners is not None:
+            parts.append((corners, np.array(BOX_LABELS)))
+        points = check_points(coords, labels)
+        if points is not None:
+            parts.append(points)
         if not parts:
             return None
         xy = torch.as_tensor(np.concatenate([c for c, _ in parts]), dtype=torch.float32, device=self.device)
@@ -173,13 +157,3 @@ class Sam2Predictor:
         xy = torch.stack([xy[:, 0] / w, xy[:, 1] / h], dim=1) * self.img_size
         lab = torch.as_tensor(np.concatenate([lb for _, lb in parts]).astype(np.int32), device=self.device)
         return xy[None], lab[None]
-
-    def _mask(self, mask_input: np.ndarray | None) -> torch.Tensor | None:
-        if mask_input is None:
-            return None
-        mask = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
-        if tuple(mask.shape) != self._mask_shape:
-            raise ValueError(f"mask_input must have shape {self._mask_shape} (low-res logits), got {tuple(mask.shape)}")
-        if not torch.isfinite(mask).all():
-            raise ValueError("mask_input must be finite")
-        return mask.to(self.device)[None]

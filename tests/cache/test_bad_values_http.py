@@ -19,8 +19,8 @@ from backend.cache import EmbeddingCache
 from backend.cache.logits import LogitsStore, prompt_signature
 from backend.engines.grabcut import GrabCutEngine
 from backend.images import resolve_image_ref
-from sam_model.embedding import ImageEmbedding
-from sam_model.transforms import input_shape
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.common.transforms import input_shape
 from tests.http.conftest import redis_server, start_backend  # noqa: F401 - module-scoped fixtures shared with this folder
 from tests.support.fake_ls import FakeLabelStudio
 from tests.support.images import scene

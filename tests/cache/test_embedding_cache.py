@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from backend.cache import EmbeddingCache
-from sam_model.embedding import ImageEmbedding
+from sam_model.common.embedding import ImageEmbedding
 from tests.support.redis_server import RedisServer
 
 MB = 1024 * 1024

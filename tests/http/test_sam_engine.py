@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from backend.interactive.prompts import parse_context
-from sam_model.checkpoint import load_sam
-from sam_model.predictor import SamPredictor
+from sam_model.loading import load_sam
+from sam_model.sam1.predictor import SamPredictor
 from tests.http.test_protocol import brush_mask, click, predict_body, task_of
 from tests.support.fake_ls import ls_env
 from tests.support.images import scene

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from sam_model.amg import AutomaticMaskGenerator
-from sam_model.checkpoint import load_sam
-from sam_model.predictor import SamPredictor
+from sam_model.loading import load_sam
+from sam_model.sam1.predictor import SamPredictor
 from tests.integration.conftest import (
     BRUSH_CONFIG,
     POLYGON_CONFIG,

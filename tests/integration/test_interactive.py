@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from backend.engines.grabcut import GrabCutEngine
-from sam_model.checkpoint import load_sam
-from sam_model.predictor import SamPredictor
+from sam_model.loading import load_sam
+from sam_model.sam1.predictor import SamPredictor
 from tests.integration.support import (
     BRUSH_CONFIG,
     IMAGES,

@@ -14,6 +14,7 @@ from backend.labelstudio.label_config import OUTPUT_TAG_TYPES, choose_output, pa
 from backend.outputs import OUTPUT_TAGS, OUTPUT_TYPES, mask_to_regions
 from backend.settings import Settings
 from sam_model import MODEL_TYPES, OFFICIAL_CHECKPOINTS, build_sam
+from sam_model.families import OFFICIAL_TYPES
 
 
 def config_with(tag: str) -> str:
@@ -57,4 +58,5 @@ def test_an_unbuildable_model_type_is_refused_naming_the_official_ones():
         build_sam("vit_q")
     with pytest.raises(EngineUnavailable) as err:
         check_engine_choice(Settings(sam_engine="sam", sam_model="vit_q"))
-    assert all(name in err.value.fix for name in OFFICIAL_CHECKPOINTS) and "tiny" not in err.value.fix
+    listed = set(err.value.fix.removeprefix("set SAM_MODEL to one of ").split(", "))
+    assert listed == set(OFFICIAL_TYPES) and listed <= set(OFFICIAL_CHECKPOINTS) and "tiny" not in listed

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_model.checkpoint import load_sam
+from sam_model.loading import load_sam
 from tests.support.oracle import official_sam
 from tests.support.torch_threads import torch_threads
 

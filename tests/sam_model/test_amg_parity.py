@@ -21,8 +21,8 @@ from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator
 
 from sam_model.amg import AutomaticMaskGenerator
-from sam_model.embedding import ImageEmbedding
-from sam_model.predictor import SamPredictor
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.sam1.predictor import SamPredictor
 from tests.support.disc_model import disc_model
 
 RefSettings = dict[str, Any]
@@ -204,7 +204,7 @@ def test_exact_mode_matches_reference_vit_b(tmp_path: Any) -> None:
     """Full-size encoder and decoder path; one small grid keeps it near a minute on CPU."""
     from segment_anything import sam_model_registry
 
-    from sam_model.checkpoint import load_sam
+    from sam_model.loading import load_sam
 
     torch.manual_seed(0)
     ref_sam = sam_model_registry["vit_b"]().eval()

@@ -27,7 +27,7 @@ from sam_model.amg.masks import (
     stability_score,
 )
 from sam_model.amg.nms import batched_nms
-from sam_model.transforms import input_shape, upscale_logits, upscale_masks
+from sam_model.common.transforms import input_shape, upscale_logits, upscale_masks
 
 
 def _blobs(rng: np.random.Generator, n: int, h: int, w: int) -> torch.Tensor:

@@ -113,7 +113,7 @@ def predictors(tiny_pair) -> tuple[RefPredictor, SamPredictor]:
 
 
 def _embedding(seed: int, size: tuple[int, int] = (480, 640)) -> ImageEmbedding:
-    from sam_model.transforms import input_shape
+    from sam_model.common.transforms import input_shape
 
     return ImageEmbedding(_image(seed), size, input_shape(size, 1024), "tiny-random")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from sam_model.build import build_sam
-from sam_model.checkpoint import load_sam
+from sam_model.loading import load_sam
+from sam_model.sam1.build import build_sam
 from tests.support.oracle import official_sam
 
 

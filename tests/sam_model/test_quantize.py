@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sam_model.checkpoint import load_sam
-from sam_model.quantize import apply_quantization
+from sam_model.common.quantize import apply_quantization
+from sam_model.loading import load_sam
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 The official SAM2Base is built from Meta's Hydra config with every parameter random, saved
 as Meta lays its files out (`{"model": state_dict}`, video modules included) and loaded into
-ours through `load_sam2`, strictly, so this also proves the checkpoint layout.
+ours through `load_sam`, strictly, so this also proves the checkpoint layout.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from sam2.build_sam import build_sam2 as official_build
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from sam_model import DecodeResult, ImageEmbedding
-from sam_model.checkpoint import CheckpointError
-from sam_model.sam2 import SAM2_MODEL_TYPES, Sam2Predictor, build_sam2, identify, load_sam2, pack, unpack
-from sam_model.sam2.checkpoint import VIDEO_ONLY
+from sam_model.common.checkpoint import CheckpointError
+from sam_model.families import identify
+from sam_model.loading import load_sam
+from sam_model.sam2 import SAM2_MODEL_TYPES, Sam2Predictor, build_sam2, pack, unpack
+from sam_model.sam2.family import VIDEO_ONLY
 from tests.support.oracle_sam2 import official_config, official_sam2, save_official
 
 FEATURE_ATOL = 1e-4
@@ -52,8 +54,8 @@ def state_of(path: Path) -> dict[str, torch.Tensor]:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[SAM2ImagePredictor, Sam2Predictor, Path]:
     """(official predictor, ours loaded from the official-layout file, that file)."""
     ref = official_sam2(TINY, seed=0)
-    path = save_official(ref, tmp_path_factory.mktemp("sam2") / f"{TINY}.pt")
-    ours = load_sam2(TINY, path, device="cpu")
+    path = save_official(ref, tmp_path_factory.mktemp("sam2") / f"{TINY}-random.pt")
+    ours = load_sam(TINY, path, device="cpu")
     return SAM2ImagePredictor(ref), Sam2Predictor(ours, f"{TINY}-random"), path
 
 
@@ -244,20 +246,20 @@ def test_loads_a_20_file_and_tells_the_releases_apart(tiny: tuple, tiny_v20: Pat
     _, _, path21 = tiny
     assert identify(state_of(tiny_v20)) == "sam2_hiera_tiny"
     assert identify(state_of(path21)) == TINY
-    model = load_sam2("sam2_hiera_tiny", tiny_v20, device="cpu")
+    model = load_sam("sam2_hiera_tiny", tiny_v20, device="cpu")
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(CheckpointError, match=rf"{path21.name} is a sam2\.1_hiera_tiny checkpoint.*SAM_MODEL=sam2\.1"):
-        load_sam2("sam2_hiera_tiny", path21, device="cpu")
+        load_sam("sam2_hiera_tiny", path21, device="cpu")
     with pytest.raises(CheckpointError, match=rf"{tiny_v20.name} is a sam2_hiera_tiny checkpoint"):
-        load_sam2(TINY, tiny_v20, device="cpu")
+        load_sam(TINY, tiny_v20, device="cpu")
 
 
 def test_wrong_size_and_sam_v1_files_are_named(tiny: tuple, tiny_checkpoint: Path) -> None:
     _, _, path21 = tiny
-    with pytest.raises(CheckpointError, match=r"is a sam2\.1_hiera_tiny checkpoint, not sam2\.1_hiera_small"):
-        load_sam2("sam2.1_hiera_small", path21, device="cpu")
+    with pytest.raises(CheckpointError, match=r"is a sam2\.1_hiera_tiny checkpoint \(SAM 2\), not sam2\.1_hiera_small"):
+        load_sam("sam2.1_hiera_small", path21, device="cpu")
     with pytest.raises(CheckpointError, match=rf"{tiny_checkpoint.name} is a tiny checkpoint.*SAM_MODEL=tiny"):
-        load_sam2(TINY, tiny_checkpoint, device="cpu")
+        load_sam(TINY, tiny_checkpoint, device="cpu")
 
 
 def test_image_path_keys_are_strict_video_keys_ignored(tiny: tuple, tmp_path: Path) -> None:
@@ -266,7 +268,7 @@ def test_image_path_keys_are_strict_video_keys_ignored(tiny: tuple, tmp_path: Pa
 
     def load(changed: dict[str, torch.Tensor]) -> None:
         torch.save({"model": changed}, tmp_path / "changed.pt")
-        load_sam2(TINY, tmp_path / "changed.pt", device="cpu")
+        load_sam(TINY, tmp_path / "changed.pt", device="cpu")
 
     without = {k: v for k, v in state.items() if k != "sam_mask_decoder.conv_s0.bias"}
     with pytest.raises(CheckpointError, match=r"missing \(1\): sam_mask_decoder\.conv_s0\.bias"):
@@ -285,25 +287,27 @@ class _Payload:
 
 def test_unsafe_missing_and_foreign_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"not found.*segment_anything_2/092824/sam2\.1_hiera_tiny\.pt"):
-        load_sam2(TINY, tmp_path / "nope.pt", device="cpu")
+        load_sam(TINY, tmp_path / "nope.pt", device="cpu")
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"model": {"x": torch.zeros(1)}, "extra": _Payload()}, unsafe)
     with pytest.raises(CheckpointError, match="refused to load"):
-        load_sam2(TINY, unsafe, device="cpu")
+        load_sam(TINY, unsafe, device="cpu")
     listed = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listed)
-    with pytest.raises(CheckpointError, match=r"expected \{'model': state_dict\}"):
-        load_sam2(TINY, listed, device="cpu")
+    with pytest.raises(CheckpointError, match="expected a state_dict of tensors"):
+        load_sam(TINY, listed, device="cpu")
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {"backbone.weight": torch.zeros(2)}}, foreign)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(foreign.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_sam2(TINY, truncated, device="cpu")
-    with pytest.raises(CheckpointError, match="not a recognised SAM 2 checkpoint"):
-        load_sam2(TINY, foreign, device="cpu")
-    with pytest.raises(ValueError, match="unknown SAM 2 model type"):
-        load_sam2("sam2.1_hiera_huge", foreign, device="cpu")
+        load_sam(TINY, truncated, device="cpu")
+    with pytest.raises(
+        CheckpointError, match=r"does not match model type.*not a checkpoint of any family sam_model serves"
+    ):
+        load_sam(TINY, foreign, device="cpu")
+    with pytest.raises(ValueError, match="unknown model_type 'sam2.1_hiera_huge'"):
+        load_sam("sam2.1_hiera_huge", foreign, device="cpu")
 
 
 def test_pack_round_trip_is_exact() -> None:

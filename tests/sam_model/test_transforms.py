@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sam_model.transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
+from sam_model.common.transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
 
 SIZES = [(480, 640), (517, 300), (48, 64), (3000, 4000), (1024, 1024), (1, 7), (1023, 1025), (683, 1024)]
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from backend.engines.grabcut import GrabCutEngine
-from sam_model.embedding import ImageEmbedding
+from sam_model.common.embedding import ImageEmbedding
 from tests.support.masks import iou
 
 H, W = 600, 900

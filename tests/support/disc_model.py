@@ -16,7 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
-from sam_model.predictor import SamPredictor
+from sam_model.sam1.predictor import SamPredictor
 from tests.support.official_adapter import official_predictor
 
 

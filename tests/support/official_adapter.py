@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sam_model.mask_decoder import iou_above
-from sam_model.predictor import SamPredictor
+from sam_model.sam1.mask_decoder import iou_above
+from sam_model.sam1.predictor import SamPredictor
 
 
 class _Prepared(NamedTuple):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from segment_anything.build_sam import _build_sam
 
-from sam_model.build import ENCODER_CONFIGS
+from sam_model.sam1.build import ENCODER_CONFIGS
 
 
 def official_sam(model_type: str, seed: int = 0, std: float = 0.05) -> torch.nn.Module:

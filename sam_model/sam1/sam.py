@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
+from sam_model.sam1.image_encoder import ImageEncoderViT
+from sam_model.sam1.mask_decoder import MaskDecoder
+from sam_model.sam1.prompt_encoder import PromptEncoder
 
 # ImageNet RGB statistics in 0..255 units, as SAM was trained with.
 PIXEL_MEAN = (123.675, 116.28, 103.53)

@@ -6,62 +6,26 @@ caller keeps (and caches), so one predictor can serve many threads and many imag
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .embedding import ImageEmbedding
-from .transformer import ImageContext
-from .transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class DecodeResult:
-    """Masks at the original image size, their predicted IoU, and the logits to refine with."""
-
-    masks: np.ndarray  # bool (K, H, W)
-    scores: np.ndarray  # float32 (K,)
-    low_res_logits: np.ndarray  # float32 (K, 256, 256)
-
-
-class _ContextCache:
-    """The decoder's per-image work (`MaskDecoder.prepare`) for the last few embeddings used.
-
-    Keyed by the embedding object's identity (embeddings are immutable values); a weak
-    reference proves the entry still belongs to that object, so a recycled id never aliases.
-    Threads may build the same entry at once: both results are equal, one is kept.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[weakref.ref, ImageContext]] = OrderedDict()
-
-    def get(self, embedding: ImageEmbedding, build: Callable[[], ImageContext]) -> ImageContext:
-        key = id(embedding)
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None and item[0]() is embedding:
-                self._items.move_to_end(key)
-                return item[1]
-        context = build()
-        with self._lock:
-            # Entries of embeddings that are gone only hold memory: drop them first.
-            for dead in [k for k, (ref, _) in self._items.items() if ref() is None]:
-                del self._items[dead]
-            self._items[key] = (weakref.ref(embedding), context)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return context
+from sam_model.common.decoding import (
+    ContextCache,
+    DecodeResult,
+    autocast,
+    check_box,
+    check_embedding,
+    check_image,
+    check_mask_input,
+    check_points,
+    check_precision,
+)
+from sam_model.common.embedding import ImageEmbedding
+from sam_model.common.transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
+from sam_model.sam1.transformer import ImageContext
 
 
 class SamPredictor:
@@ -95,8 +59,7 @@ class SamPredictor:
         compile: bool = False,
         context_cache_size: int = 4,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        check_precision(precision)
         self.sam = sam
         self.model_id = model_id
         self.precision = precision
@@ -111,12 +74,7 @@ class SamPredictor:
         with torch.inference_mode():
             # A pure function of the weights: computed once instead of on every click.
             self._dense_pe = pe.get_dense_pe()
-        self._contexts = _ContextCache(context_cache_size)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+        self._contexts: ContextCache[ImageContext] = ContextCache(context_cache_size)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -126,14 +84,10 @@ class SamPredictor:
         resized so its longer side is the encoder's input size, normalised and padded here.
         ValueError for another dtype or shape.
         """
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-            raise ValueError("image must be a numpy uint8 array")
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-            raise ValueError(f"image must be HxWx3 RGB, got shape {image.shape}")
-        original_size = (int(image.shape[0]), int(image.shape[1]))
+        original_size = check_image(image)
         resized = resize_longest_side(image, self.img_size)
         x = normalize_and_pad(resized, self.sam.pixel_mean, self.sam.pixel_std, self.img_size)
-        with self._autocast():
+        with autocast(self.device, self.precision):
             features = self._encoder(x)
         return ImageEmbedding(features.float(), original_size, tuple(resized.shape[:2]), self.model_id)
 
@@ -170,11 +124,11 @@ class SamPredictor:
         original, input_size = embedding.original_size, embedding.input_size
         points = self._points(point_coords, point_labels, original, input_size)
         boxes = self._box(box, original, input_size)
-        masks = self._mask(mask_input)
+        masks = check_mask_input(mask_input, self._mask_shape, self.device)
         if points is None and boxes is None and masks is None:
             raise ValueError("give at least one prompt: points, a box or mask_input")
         decoder = self.sam.mask_decoder
-        with self._autocast():
+        with autocast(self.device, self.precision):
             sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
             if masks is None:
                 # The dense prompt is then the constant "no mask" embedding: per-image work.
@@ -203,14 +157,7 @@ class SamPredictor:
         `embedding`: checked for this predictor's `model_id`, float features of the model's
         shape, and an input size that follows from its original size.
         """
-        if not isinstance(embedding, ImageEmbedding):
-            raise ValueError("embedding must be an ImageEmbedding")
-        if embedding.model_id != self.model_id:
-            raise ValueError(f"embedding is from model {embedding.model_id!r}, this predictor is {self.model_id!r}")
-        if not embedding.features.is_floating_point():
-            raise ValueError(f"features must be floating point, got {embedding.features.dtype}")
-        if tuple(embedding.features.shape) != self._feature_shape:
-            raise ValueError(f"features must have shape {self._feature_shape}, got {tuple(embedding.features.shape)}")
+        check_embedding(embedding, self.model_id, self._feature_shape)
         if input_shape(embedding.original_size, self.img_size) != embedding.input_size:
             raise ValueError("embedding input_size does not follow from its original_size")
 
@@ -224,44 +171,19 @@ class SamPredictor:
         original: tuple[int, int],
         input_size: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if coords is None and labels is None:
+        points = check_points(coords, labels)
+        if points is None:
             return None
-        if coords is None or labels is None:
-            raise ValueError("point_coords and point_labels must be given together")
-        coords = np.asarray(coords, dtype=np.float64)
-        labels = np.asarray(labels)
-        if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] < 1:
-            raise ValueError(f"point_coords must have shape (N, 2) with N >= 1, got {coords.shape}")
-        if labels.shape != (coords.shape[0],):
-            raise ValueError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
-        if not np.isfinite(coords).all():
-            raise ValueError("point_coords must be finite")
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("point_labels must be 1 (foreground) or 0 (background)")
-        scaled = scale_coords(coords, original, input_size)
+        scaled = scale_coords(points[0], original, input_size)
         coords_t = torch.as_tensor(scaled, dtype=torch.float, device=self.device)[None]
-        labels_t = torch.as_tensor(labels.astype(np.int32), dtype=torch.int, device=self.device)[None]
+        labels_t = torch.as_tensor(points[1], dtype=torch.int, device=self.device)[None]
         return coords_t, labels_t
 
     def _box(
         self, box: np.ndarray | None, original: tuple[int, int], input_size: tuple[int, int]
     ) -> torch.Tensor | None:
-        if box is None:
+        corners = check_box(box)
+        if corners is None:
             return None
-        box = np.asarray(box, dtype=np.float64)
-        if box.shape not in ((4,), (1, 4)):
-            raise ValueError(f"box must have shape (4,) xyxy, got {box.shape}")
-        if not np.isfinite(box).all():
-            raise ValueError("box must be finite")
-        scaled = scale_coords(box.reshape(2, 2), original, input_size).reshape(1, 4)
+        scaled = scale_coords(corners, original, input_size).reshape(1, 4)
         return torch.as_tensor(scaled, dtype=torch.float, device=self.device)
-
-    def _mask(self, mask_input: np.ndarray | None) -> torch.Tensor | None:
-        if mask_input is None:
-            return None
-        mask = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
-        if tuple(mask.shape) != self._mask_shape:
-            raise ValueError(f"mask_input must have shape {self._mask_shape} (low-res logits), got {tuple(mask.shape)}")
-        if not torch.isfinite(mask).all():
-            raise ValueError("mask_input must be finite")
-        return mask.to(self.device)[None]

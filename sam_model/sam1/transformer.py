@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLPBlock
+from sam_model.common.layers import MLPBlock
 
 
 @dataclass(frozen=True)

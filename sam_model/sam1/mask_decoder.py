@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
-from .transformer import ImageContext
+from sam_model.common.layers import LayerNorm2d
+from sam_model.sam1.transformer import ImageContext
 
 # Prompts per transformer call on CPU (see MaskDecoder._prepared_chunks).
 CPU_PROMPT_CHUNK = 4

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
-from .sam import Sam
-from .transformer import TwoWayTransformer
+from sam_model.sam1.image_encoder import ImageEncoderViT
+from sam_model.sam1.mask_decoder import MaskDecoder
+from sam_model.sam1.prompt_encoder import PromptEncoder
+from sam_model.sam1.sam import Sam
+from sam_model.sam1.transformer import TwoWayTransformer
 
 IMAGE_SIZE = 1024
 PATCH_SIZE = 16

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from sam_model.common.layers import LayerNorm2d, MLPBlock
 
 # Query rows per SDPA call in global attention: bounds the bias memory to
 # heads x CHUNK x HW floats (12 x 1024 x 4096 x 4 B = 192 MiB for vit_b), a quarter of one

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from sam_model.common.layers import LayerNorm2d
 
 # Label values the decoder understands; -1 marks the padding ("not a point") token.
 PAD_LABEL = -1
