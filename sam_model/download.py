@@ -1,15 +1,19 @@
-"""Fetch an official SAM checkpoint into a directory, resumably, with an md5 check.
+"""Fetch an official checkpoint (any family) into a directory, resumably, checked.
 
-Checkpoints are 0.4-2.5 GB, so an interrupted download keeps its `.part` file and the
-next run continues it with an HTTP Range request. Only stdlib, requests and tqdm: this
+Checkpoints are 40 MB-2.5 GB, so an interrupted download keeps its `.part` file and the
+next run continues it with an HTTP Range request. A file is checked by its published md5
+(SAM v1) or sha256 (sam2.1_hiera_tiny); a file with no published digest gets the sha256 of
+its first download recorded beside it (`<file>.sha256`, also logged), and later copies and
+`--verify` are checked against that record. Only stdlib, requests and tqdm: this
 runs before anything else is set up (`make checkpoint`, `make run`).
 
-    python -m sam_model.download vit_b [--dir checkpoints] [--verify]
+    python -m sam_model.download sam2.1_hiera_tiny [--dir checkpoints] [--verify]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -18,11 +22,12 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from sam_model.registry import OFFICIAL_CHECKPOINTS, file_md5
+from sam_model.registry import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, file_digest, recorded_sha256
 
 CHUNK_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 60.0
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(Exception):
@@ -37,6 +42,9 @@ class ChecksumMismatch(CheckpointError):
     """The downloaded bytes are not the official file; nothing is left behind."""
 
 
+Digest = tuple[str, str]  # (algorithm, hex digest)
+
+
 def ensure_checkpoint(
     model_type: str,
     directory: str | os.PathLike[str] = "checkpoints",
@@ -45,13 +53,15 @@ def ensure_checkpoint(
     progress: bool = True,
     *,
     size: int | None = None,
+    sha256: str | None = None,
     verify_existing: bool = False,
 ) -> Path:
     """Return the path of `model_type`'s checkpoint in `directory`, downloading it if needed.
 
-    `url`, `md5` and `size` default to the official registry entry (a mirror passes only
-    `url`; tests pass all three). An existing file of the expected size is trusted without hashing unless
-    `verify_existing` (hashing vit_h takes a while); a fresh download is always md5-checked.
+    `url`, `md5`/`sha256` and `size` default to the official registry entry (a mirror passes
+    only `url`; tests pass all of them). An existing file of the expected size is trusted
+    without hashing unless `verify_existing` (hashing vit_h takes a while); a fresh download
+    is always checked, or its sha256 recorded when no digest is known.
     """
     try:
         entry = OFFICIAL_CHECKPOINTS[model_type]
@@ -59,26 +69,45 @@ def ensure_checkpoint(
         known = ", ".join(OFFICIAL_CHECKPOINTS)
         raise CheckpointError(f"unknown model type {model_type!r}; expected one of: {known}") from None
     url = url or entry.url
-    md5 = (md5 or entry.md5).lower()
-    if size is None and md5 == entry.md5:
+    expected = _expected_digest(entry, md5, sha256)
+    if size is None and expected == _expected_digest(entry, None, None):
         size = entry.size_bytes  # the official file, wherever it is fetched from
     dest = Path(directory) / entry.filename
 
     if dest.exists() and (size is None or dest.stat().st_size == size):
-        if size is not None and not verify_existing:
+        known = expected or _recorded(dest)
+        # Trusted by its size (or by having been checked when it arrived) unless asked to verify;
+        # a caller's digest for a file of unknown size is always checked.
+        if known is None or (not verify_existing and (size is not None or expected is None)):
             return dest
-        if file_md5(dest) == md5:
+        if file_digest(dest, known[0]) == known[1]:
             return dest
-        raise ChecksumMismatch(f"{dest} exists but its md5 is not {md5}; delete it and run again to re-download")
+        raise ChecksumMismatch(
+            f"{dest} exists but its {known[0]} is not {known[1]}; delete it and run again to re-download"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _download(url, dest, md5, size, progress)
+    _download(url, dest, expected, size, progress)
     return dest
 
 
-def _download(url: str, dest: Path, md5: str, size: int | None, progress: bool) -> None:
+def _expected_digest(entry: OfficialCheckpoint, md5: str | None, sha256: str | None) -> Digest | None:
+    if md5 or sha256:
+        return ("md5", md5.lower()) if md5 else ("sha256", str(sha256).lower())
+    if entry.md5:
+        return ("md5", entry.md5)
+    return ("sha256", entry.sha256) if entry.sha256 else None
+
+
+def _recorded(dest: Path) -> Digest | None:
+    recorded = recorded_sha256(dest)
+    return ("sha256", recorded) if recorded else None
+
+
+def _download(url: str, dest: Path, expected: Digest | None, size: int | None, progress: bool) -> None:
     """Stream `url` into `dest.part` (continuing it when possible), check it, then rename."""
     part = dest.with_name(dest.name + ".part")
-    hint = f"Download it elsewhere and place it at {dest} (md5 {md5}), or run with SAM_ENGINE=grabcut"
+    check = f" ({expected[0]} {expected[1]})" if expected else ""
+    hint = f"Download it elsewhere and place it at {dest}{check}, or run with SAM_ENGINE=grabcut"
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:
         part.unlink()
@@ -105,13 +134,24 @@ def _download(url: str, dest: Path, md5: str, size: int | None, progress: bool) 
     if size is not None and got_size != size:
         part.unlink()
         raise CheckpointUnavailable(f"{url} gave {got_size} bytes, expected {size}; removed the partial file. {hint}")
-    got_md5 = file_md5(part)
-    if got_md5 != md5:
-        part.unlink()
-        raise ChecksumMismatch(
-            f"md5 of {url} is {got_md5}, expected {md5}; removed the download. "
-            f"Run again; if it repeats, the source or a proxy serves a different file. {hint}"
+    if expected is None:
+        digest = file_digest(part, "sha256")
+        Path(f"{dest}.sha256").write_text(digest + "\n", encoding="ascii")
+        log.warning(
+            "%s has no published digest: recorded its sha256 %s in %s.sha256 (later copies are checked against it)",
+            dest.name,
+            digest,
+            dest.name,
         )
+    else:
+        algorithm, want = expected
+        got = file_digest(part, algorithm)
+        if got != want:
+            part.unlink()
+            raise ChecksumMismatch(
+                f"{algorithm} of {url} is {got}, expected {want}; removed the download. "
+                f"Run again; if it repeats, the source or a proxy serves a different file. {hint}"
+            )
     os.replace(part, dest)
 
 
@@ -164,11 +204,13 @@ def _reason(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: exit 0 with the path on stdout, 2 when the file cannot be fetched, 1 on other errors."""
-    parser = argparse.ArgumentParser(description="Download an official SAM checkpoint with md5 verification.")
+    parser = argparse.ArgumentParser(
+        description="Download an official checkpoint (SAM v1, SAM 2.x, MobileSAM, SAM-HQ), checked."
+    )
     parser.add_argument("model_type", choices=sorted(OFFICIAL_CHECKPOINTS))
     parser.add_argument("--dir", default="checkpoints", help="target directory (default: checkpoints)")
-    parser.add_argument("--url", help="a mirror of the official file (the official md5 is still checked)")
-    parser.add_argument("--verify", action="store_true", help="also md5-check a file that is already there")
+    parser.add_argument("--url", help="a mirror of the official file (the official digest is still checked)")
+    parser.add_argument("--verify", action="store_true", help="also check the digest of a file that is already there")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:

@@ -145,3 +145,12 @@ def test_vit_b_load_peak_rss_near_one_copy(tmp_path: Path) -> None:
     base, peak = int(out[0]), int(out[1])
     size = path.stat().st_size
     assert peak - base <= 1.3 * size, f"load grew RSS by {(peak - base) / size:.2f}x the file size"
+
+
+def test_a_recorded_sha256_is_checked_at_load(tmp_path: Path) -> None:
+    """Files without a published digest are checked against the sha256 the downloader recorded."""
+    path = tmp_path / OFFICIAL_CHECKPOINTS["sam2.1_hiera_large"].filename
+    path.write_bytes(b"not the file that was downloaded")
+    Path(f"{path}.sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(CheckpointError, match=r"sha256 [0-9a-f]{64}, expected 0{64}.*re-download"):
+        load_sam("sam2.1_hiera_large", path, device="cpu")

@@ -177,3 +177,27 @@ def test_cli_exits_2_when_offline(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_unknown_model_type_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="vit_b, vit_l, vit_h"):
         ensure_checkpoint("vit_x", tmp_path)
+
+
+def test_a_file_without_published_digest_gets_its_sha256_recorded_and_checked(
+    tmp_path: Path, server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = OFFICIAL_CHECKPOINTS["sam2.1_hiera_large"]
+    assert entry.md5 is None and entry.sha256 is None  # Meta publishes none for it
+    with caplog.at_level("WARNING"):
+        path = ensure_checkpoint("sam2.1_hiera_large", tmp_path, url=server.url, progress=False)
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    assert path.name == entry.filename and path.read_bytes() == PAYLOAD
+    assert Path(f"{path}.sha256").read_text().strip() == sha and sha in caplog.text
+    assert ensure_checkpoint("sam2.1_hiera_large", tmp_path, url=server.url, verify_existing=True) == path
+    with open(path, "r+b") as f:  # the same size, one byte changed: only the record can tell
+        f.write(b"\xff")
+    with pytest.raises(ChecksumMismatch, match=f"sha256 is not {sha}"):
+        ensure_checkpoint("sam2.1_hiera_large", tmp_path, url=server.url, verify_existing=True)
+
+
+def test_a_pinned_sha256_is_checked(tmp_path: Path, server: FakeServer) -> None:
+    assert OFFICIAL_CHECKPOINTS["sam2.1_hiera_tiny"].sha256  # known and pinned
+    with pytest.raises(ChecksumMismatch, match="sha256 of .* expected 7402e0d8"):
+        ensure_checkpoint("sam2.1_hiera_tiny", tmp_path, url=server.url, progress=False, size=len(PAYLOAD))
+    assert not list(tmp_path.iterdir())  # nothing left behind
