@@ -9,7 +9,7 @@ smaller crops; optional cleanup of small holes and islands followed by NMS again
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,11 +28,8 @@ from sam_model.amg.masks import (
     stability_score,
 )
 from sam_model.amg.nms import batched_nms, box_area
+from sam_model.common.decoding import Predictor
 from sam_model.common.embedding import ImageEmbedding
-from sam_model.common.transforms import scale_coords, upscale_logits
-from sam_model.sam1.predictor import SamPredictor
-from sam_model.sam1.sam import Sam
-from sam_model.sam1.transformer import ImageContext
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MODES = ("exact", "fast")
@@ -43,6 +40,24 @@ _UPSCALE_CHUNK = 16
 # the threshold by more than this. On smooth logits (bench_amg's agreement pass) the
 # low-res score is within 0.041 of the full-res one for 99% of masks.
 LOW_RES_MARGIN = 0.05
+
+
+class GridDecoder(Protocol):
+    """One crop's embedding, decoded a batch of grid points at a time (each family's own)."""
+
+    def decode(self, points: np.ndarray, min_iou: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def upscale(self, logits: torch.Tensor, opencv: bool) -> torch.Tensor: ...
+
+    def low_res_cells(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+
+class GridPredictor(Predictor, Protocol):
+    """A predictor that automatic mask generation can drive."""
+
+    mask_threshold: float
+
+    def grid_decoder(self, embedding: ImageEmbedding) -> GridDecoder: ...
 
 
 @dataclass
@@ -149,7 +164,7 @@ class AutomaticMaskGenerator:
 
     def __init__(
         self,
-        predictor: SamPredictor,
+        predictor: GridPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -180,7 +195,6 @@ class AutomaticMaskGenerator:
         else:
             grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         self.predictor = predictor
-        self.sam = predictor.sam
         self.point_grids = grids
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -193,10 +207,7 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.mode = mode
-        self._square = predictor.img_size
-        self._threshold = float(self.sam.mask_threshold)
-        with torch.inference_mode():
-            self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        self._threshold = float(predictor.mask_threshold)
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray, embedding: ImageEmbedding | None = None) -> list[dict[str, Any]]:
@@ -234,11 +245,10 @@ class AutomaticMaskGenerator:
             embedding = self.predictor.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
         crop_h, crop_w = embedding.original_size
         points = self.point_grids[layer] * np.array([crop_w, crop_h], dtype=np.float64)
-        features = embedding.features.to(self._dense_pe.device, torch.float32)
-        decode = _CropDecoder(self.sam, features, self._dense_pe)
+        decoder = self.predictor.grid_decoder(embedding)
         image_hw = (image.shape[0], image.shape[1])
         parts = [
-            self._batch(decode, embedding, points[i : i + self.points_per_batch], box, image_hw)
+            self._batch(decoder, embedding, points[i : i + self.points_per_batch], box, image_hw)
             for i in range(0, len(points), self.points_per_batch)
         ]
         masks = MaskSet.concat(parts)
@@ -247,25 +257,26 @@ class AutomaticMaskGenerator:
 
     def _batch(
         self,
-        decode: _CropDecoder,
+        decoder: GridDecoder,
         embedding: ImageEmbedding,
         points: np.ndarray,
         box: list[int],
         image_hw: tuple[int, int],
     ) -> MaskSet:
         """One batch of grid points (crop pixels) -> surviving masks, already RLE-encoded."""
-        crop_hw, input_size = embedding.original_size, embedding.input_size
+        crop_hw = embedding.original_size
         # The reference filters on predicted IoU only when the threshold is positive.
         min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0 else None
-        iou, keep, logits = decode(scale_coords(points, crop_hw, input_size), min_iou)
+        iou, keep, logits = decoder.decode(points, min_iou)
         prompts = torch.as_tensor(points).repeat_interleave(len(iou) // len(points), dim=0)
         iou, prompts = iou[keep], prompts[keep]
         if self.mode == "fast" and self.stability_score_thresh > 0:
             # Sure losers go before any upscaling; the margin covers the low-res estimate's error.
-            estimate = self._low_res_stability(logits, input_size).cpu()
+            cells = decoder.low_res_cells(logits)
+            estimate = stability_score(cells, self._threshold, self.stability_score_offset).cpu()
             keep = estimate >= self.stability_score_thresh - LOW_RES_MARGIN
             logits, iou, prompts = logits[keep.to(logits.device)], iou[keep], prompts[keep]
-        stability, binary = self._full_res_masks(logits, input_size, crop_hw)
+        stability, binary = self._full_res_masks(decoder, logits, crop_hw)
         if self.stability_score_thresh > 0:
             keep = stability >= self.stability_score_thresh
             iou, prompts, stability, binary = iou[keep], prompts[keep], stability[keep], binary[keep]
@@ -283,7 +294,7 @@ class AutomaticMaskGenerator:
         )
 
     def _full_res_masks(
-        self, logits: torch.Tensor, input_size: tuple[int, int], crop_hw: tuple[int, int]
+        self, decoder: GridDecoder, logits: torch.Tensor, crop_hw: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stability and binary mask at full size (on CPU), a few masks at a time (bounded memory)."""
         stability = torch.empty(logits.shape[0], dtype=torch.float32)
@@ -293,16 +304,10 @@ class AutomaticMaskGenerator:
         opencv = self.mode == "fast" and logits.device.type == "cpu"
         for i in range(0, logits.shape[0], _UPSCALE_CHUNK):
             part = slice(i, i + _UPSCALE_CHUNK)
-            full = upscale_logits(logits[part], input_size, crop_hw, self._square, opencv)
+            full = decoder.upscale(logits[part], opencv)
             stability[part] = stability_score(full, self._threshold, self.stability_score_offset).cpu()
             binary[part] = (full > self._threshold).cpu()
         return stability, binary
-
-    def _low_res_stability(self, logits: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-        """Fast mode: stability on the 256x256 logits, restricted to the cells that cover the image."""
-        scale = logits.shape[-1] / self._square
-        h, w = max(1, round(input_size[0] * scale)), max(1, round(input_size[1] * scale))
-        return stability_score(logits[..., :h, :w], self._threshold, self.stability_score_offset)
 
     def _remove_small_regions(self, masks: MaskSet) -> MaskSet:
         """Fill small holes, drop small islands, then NMS again preferring masks left untouched."""
@@ -344,33 +349,6 @@ class AutomaticMaskGenerator:
                 }
             )
         return records
-
-
-class _CropDecoder:
-    """The decoder calls of one crop: every batch of points shares the crop's image, so the
-    decoder's prompt-independent work (`prepare`) is done once, by the first batch, and
-    reused by the others."""
-
-    def __init__(self, sam: Sam, features: torch.Tensor, dense_pe: torch.Tensor) -> None:
-        self.sam = sam
-        self.features = features
-        self.dense_pe = dense_pe
-        self.context: ImageContext | None = None
-
-    def __call__(
-        self, input_points: np.ndarray, min_iou: float | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Points in the encoder's input frame -> (B*3,) IoU (on CPU), which of them are above
-        `min_iou` (all when None), and the logits (kept, 256, 256) of those only (on the
-        model's device); point-major order."""
-        coords = torch.as_tensor(input_points, device=self.features.device)[:, None, :]
-        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.features.device)
-        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        decoder = self.sam.mask_decoder
-        if self.context is None:
-            self.context = decoder.prepare(self.features, self.dense_pe, dense[:1])
-        iou, kept, logits = decoder.forward_prepared_above(self.context, sparse, True, min_iou)
-        return iou.flatten().float().cpu(), kept.flatten().cpu(), logits.float()
 
 
 def _zeros(n: int) -> torch.Tensor:

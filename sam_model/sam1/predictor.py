@@ -25,6 +25,7 @@ from sam_model.common.decoding import (
 )
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.common.transforms import input_shape, normalize_and_pad, resize_longest_side, scale_coords, upscale_masks
+from sam_model.sam1.grid_decoder import Sam1GridDecoder
 from sam_model.sam1.transformer import ImageContext
 
 
@@ -65,6 +66,7 @@ class SamPredictor:
         self.precision = precision
         self.device = sam.pixel_mean.device
         self.img_size: int = sam.image_encoder.img_size
+        self.mask_threshold = float(sam.mask_threshold)
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(sam.image_encoder) if compile else sam.image_encoder
         )
@@ -160,6 +162,11 @@ class SamPredictor:
         check_embedding(embedding, self.model_id, self._feature_shape)
         if input_shape(embedding.original_size, self.img_size) != embedding.input_size:
             raise ValueError("embedding input_size does not follow from its original_size")
+
+    def grid_decoder(self, embedding: ImageEmbedding) -> Sam1GridDecoder:
+        """Automatic mask generation's batched single-point decoding on `embedding` (vetted here)."""
+        self.check_embedding(embedding)
+        return Sam1GridDecoder(self.sam, embedding, self._features(embedding), self._dense_pe)
 
     def _features(self, embedding: ImageEmbedding) -> torch.Tensor:
         return embedding.features.to(self.device, torch.float32)

@@ -25,6 +25,7 @@ from sam_model.common.decoding import (
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.common.transforms import upscale_masks
 from sam_model.sam2.config import IMAGE_SIZE
+from sam_model.sam2.grid_decoder import Sam2GridDecoder
 from sam_model.sam2.heads import DecoderContext
 from sam_model.sam2.model import PACKED_CHANNELS, Sam2, unpack
 
@@ -58,6 +59,7 @@ class Sam2Predictor:
         self.precision = precision
         self.device = model.no_mem_embed.device
         self.img_size = IMAGE_SIZE
+        self.mask_threshold = MASK_THRESHOLD
         self._encode = torch.compile(model.encode) if compile else model.encode
         pe = model.sam_prompt_encoder
         self._feature_shape = (1, PACKED_CHANNELS, *pe.image_embedding_size)
@@ -122,6 +124,11 @@ class Sam2Predictor:
         bool_masks = upscale_masks(low_res, (side, side), original, side, MASK_THRESHOLD)
         low_res = low_res.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         return DecodeResult(bool_masks, iou.cpu().numpy(), low_res.cpu().numpy())
+
+    def grid_decoder(self, embedding: ImageEmbedding) -> Sam2GridDecoder:
+        """Automatic mask generation's batched single-point decoding on `embedding` (vetted here)."""
+        self.check_embedding(embedding)
+        return Sam2GridDecoder(self.model, embedding, self._dense_pe, self.img_size)
 
     def _context(self, embedding: ImageEmbedding, dense: torch.Tensor) -> DecoderContext:
         image_embed, s1, s0 = unpack(embedding.features.to(self.device, torch.float32))

@@ -23,58 +23,10 @@ from segment_anything import SamAutomaticMaskGenerator
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.sam1.predictor import SamPredictor
+from tests.support.amg_records import assert_same_masks, match, sample_image
 from tests.support.disc_model import disc_model
 
 RefSettings = dict[str, Any]
-
-
-def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth shapes on a gradient: something an encoder reacts to, deterministic."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    img = np.stack([xx * 255 // w, yy * 255 // h, np.full((h, w), 90)], axis=-1).astype(np.uint8)
-    lo = min(20, min(h, w) // 4)
-    for _ in range(6):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(lo, max(lo + 1, min(h, w) // 3))
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(0, 255, 3)
-    return img
-
-
-def match(ours: list[dict], theirs: list[dict]) -> list[tuple[int, int, float]]:
-    """Pair records prompted by the same point in the same crop, best mask IoU first, one to one.
-
-    Returns (our index, their index, mask IoU) for every pair; unpaired records are absent.
-    """
-
-    def key(r: dict) -> tuple:
-        return tuple(r["crop_box"]), tuple(np.round(r["point_coords"][0], 6))
-
-    ious = coco_mask.iou([r["segmentation"] for r in ours], [r["segmentation"] for r in theirs], [0] * len(theirs))
-    ious = np.asarray(ious).reshape(len(ours), len(theirs))
-    same_prompt = np.array([[key(a) == key(b) for b in theirs] for a in ours]).reshape(ious.shape)
-    ious = np.where(same_prompt, ious, -1.0)
-    pairs, used_a, used_b = [], set(), set()
-    for flat in np.argsort(-ious, axis=None, kind="stable"):
-        a, b = divmod(int(flat), len(theirs))
-        if ious[a, b] < 0:
-            break
-        if a not in used_a and b not in used_b:
-            pairs.append((a, b, float(ious[a, b])))
-            used_a.add(a)
-            used_b.add(b)
-    return pairs
-
-
-def assert_same_masks(ours: list[dict], theirs: list[dict]) -> None:
-    assert len(ours) == len(theirs)
-    pairs = match(ours, theirs)
-    assert len(pairs) == len(ours)
-    for a, b, iou in pairs:
-        assert iou >= 0.99
-        for k in ("predicted_iou", "stability_score"):
-            assert abs(ours[a][k] - theirs[b][k]) <= 1e-3, (k, ours[a][k], theirs[b][k])
-        assert ours[a]["crop_box"] == theirs[b]["crop_box"]
-        assert abs(ours[a]["area"] - theirs[b]["area"]) <= 0.01 * max(1, theirs[b]["area"])
 
 
 class _CountingPredictor(SamPredictor):
@@ -102,7 +54,7 @@ CONSTRUCTED_CASES: list[RefSettings] = [
 @pytest.mark.parametrize("settings", CONSTRUCTED_CASES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_exact_mode_matches_reference_on_constructed_masks(settings: RefSettings) -> None:
     sam, predictor = disc_model()
-    image = _image(300, 400)
+    image = sample_image(300, 400)
     theirs = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **settings).generate(image)
     ours = AutomaticMaskGenerator(predictor, output_mode="coco_rle", **settings).generate(image)
     # The filters must have had something to do, or the case proves little.
@@ -113,7 +65,7 @@ def test_exact_mode_matches_reference_on_constructed_masks(settings: RefSettings
 
 def test_fast_mode_close_to_exact_on_constructed_masks() -> None:
     _, predictor = disc_model()
-    image = _image(300, 400)
+    image = sample_image(300, 400)
     settings = dict(points_per_side=10, output_mode="coco_rle")
     exact = AutomaticMaskGenerator(predictor, mode="exact", **settings).generate(image)
     fast = AutomaticMaskGenerator(predictor, mode="fast", **settings).generate(image)
@@ -129,13 +81,13 @@ def test_nothing_survives_strict_thresholds(mode: str) -> None:
     generator = AutomaticMaskGenerator(
         predictor, points_per_side=4, pred_iou_thresh=0.9999, mode=mode, min_mask_region_area=10
     )
-    assert generator.generate(_image(100, 120)) == []
+    assert generator.generate(sample_image(100, 120)) == []
 
 
 @pytest.mark.parametrize("output_mode", ["binary_mask", "uncompressed_rle"])
 def test_output_modes_agree_with_coco(output_mode: str) -> None:
     _, predictor = disc_model()
-    image = _image(200, 300)
+    image = sample_image(200, 300)
     coco = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode="coco_rle").generate(image)
     other = AutomaticMaskGenerator(predictor, points_per_side=6, output_mode=output_mode).generate(image)
     assert len(coco) == len(other) > 0
@@ -157,11 +109,13 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
         AutomaticMaskGenerator(predictor, mode="quick")
     with pytest.raises(ValueError, match="embedding is of"):
-        AutomaticMaskGenerator(predictor).generate(_image(50, 60), embedding=predictor.encode(_image(60, 50)))
-    embedding = predictor.encode(_image(50, 60))
+        AutomaticMaskGenerator(predictor).generate(
+            sample_image(50, 60), embedding=predictor.encode(sample_image(60, 50))
+        )
+    embedding = predictor.encode(sample_image(50, 60))
     predictor.model_id = "another-model"
     with pytest.raises(ValueError, match="from model"):
-        AutomaticMaskGenerator(predictor).generate(_image(50, 60), embedding=embedding)
+        AutomaticMaskGenerator(predictor).generate(sample_image(50, 60), embedding=embedding)
 
 
 # --- real networks, random weights -------------------------------------------------------
@@ -177,7 +131,7 @@ DEGENERATE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thres
 )
 def test_exact_mode_matches_reference_tiny(tiny_pair: tuple, settings: RefSettings) -> None:
     ref_sam, our_sam, _ = tiny_pair
-    image = _image(480, 640, seed=1)
+    image = sample_image(480, 640, seed=1)
     theirs = SamAutomaticMaskGenerator(ref_sam, **DEGENERATE, **settings).generate(image)
     predictor = _CountingPredictor(our_sam, "tiny")
     ours = AutomaticMaskGenerator(predictor, **DEGENERATE, **settings).generate(image)
@@ -189,7 +143,7 @@ def test_exact_mode_matches_reference_tiny(tiny_pair: tuple, settings: RefSettin
 
 def test_precomputed_embedding_is_reused(tiny_pair: tuple) -> None:
     _, our_sam, _ = tiny_pair
-    image = _image(240, 320, seed=2)
+    image = sample_image(240, 320, seed=2)
     embedding = SamPredictor(our_sam, "tiny").encode(image)
     predictor = _CountingPredictor(our_sam, "tiny")
     generator = AutomaticMaskGenerator(predictor, points_per_side=4, **DEGENERATE)
@@ -211,7 +165,7 @@ def test_exact_mode_matches_reference_vit_b(tmp_path: Any) -> None:
     path = tmp_path / "vit_b_random.pth"
     torch.save(ref_sam.state_dict(), path)
     our_sam = load_sam("vit_b", str(path), device="cpu")
-    image = _image(384, 512, seed=3)
+    image = sample_image(384, 512, seed=3)
     settings = dict(points_per_side=4, **DEGENERATE)
     theirs = SamAutomaticMaskGenerator(ref_sam, **settings).generate(image)
     ours = AutomaticMaskGenerator(SamPredictor(our_sam, "vit_b"), **settings).generate(image)

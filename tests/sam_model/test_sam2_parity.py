@@ -22,6 +22,7 @@ from sam_model.families import identify
 from sam_model.loading import load_sam
 from sam_model.sam2 import SAM2_MODEL_TYPES, Sam2Predictor, build_sam2, pack, unpack
 from sam_model.sam2.family import VIDEO_ONLY
+from tests.support.masks import iou
 from tests.support.oracle_sam2 import official_config, official_sam2, save_official
 
 FEATURE_ATOL = 1e-4
@@ -39,11 +40,6 @@ def sample_image(h: int, w: int, seed: int) -> np.ndarray:
     smooth = torch.nn.functional.interpolate(coarse, (h, w), mode="bilinear", align_corners=False)[0]
     noisy = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (h, w, 3))
     return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def state_of(path: Path) -> dict[str, torch.Tensor]:
