@@ -303,7 +303,7 @@ class AutoAnnotator:
         from sam_model.amg import AutomaticMaskGenerator
 
         engine = self.backend.engine.load()
-        if not hasattr(engine, "sam"):
+        if not hasattr(engine, "grid_decoder"):
             raise Unprocessable(
                 f"auto-annotate needs SAM; the engine is {engine.model_id}",
                 "run the backend and workers with SAM_ENGINE=sam and a checkpoint",
@@ -311,7 +311,8 @@ class AutoAnnotator:
         ref = self.backend.images.resolve(task, value_key)
         image = self.backend.images.load(ref)
         embedding, _ = self.backend.embedding(ref, "auto-annotate", image=image)
-        generator = AutomaticMaskGenerator(engine, output_mode="binary_mask", mode=options.amg_mode, **options.amg)
+        amg = {**self.backend.engine.spec.amg_defaults, **options.amg}  # the family's defaults, then the user's
+        generator = AutomaticMaskGenerator(engine, output_mode="binary_mask", mode=options.amg_mode, **amg)
         masks = generator.generate(image, embedding=embedding)
         height, width = image.shape[:2]
         regions, score = masks_to_prediction(masks, target, options, width, height, self.backend.region_options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +61,8 @@ class EngineSpec:
     model_id: str
     info: dict[str, Any]
     factory: Callable[[], Engine] = field(repr=False)
+    # The family's automatic-mask-generator defaults where they differ from SAM v1's.
+    amg_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def check_engine_choice(settings: Settings) -> None:
@@ -135,6 +137,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
             "quantize": settings.sam_quantize,
         },
         factory=load,
+        amg_defaults=family.amg_defaults,
     )
 
 

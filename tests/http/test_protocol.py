@@ -20,40 +20,9 @@ from backend.interactive.prompts import parse_context
 from tests.support.fake_ls import ls_env
 from tests.support.images import scene
 from tests.support.masks import brush_mask, iou
-from tests.support.samples import LS_TOKEN, SAMPLE_IMAGES, TASK4, sample
+from tests.support.samples import CONFIG, LS_TOKEN, SAMPLE_IMAGES, click, predict_body, sample, task_of
 
-CONFIG = sample("predict_interactive_request.json")["label_config"]
 POLYGON_CONFIG = CONFIG.replace("BrushLabels", "PolygonLabels")
-
-
-def predict_body(task: dict, context: dict | None, label_config: str = CONFIG) -> dict:
-    """What LS 1.23 sends to /predict for a task and an interactive context."""
-    return {
-        "tasks": [task],
-        "project": "1.1795273927",
-        "label_config": label_config,
-        "params": {"login": None, "password": None, "context": context},
-    }
-
-
-def task_of(number: int) -> dict:
-    tasks = {t["id"]: t for t in sample("predict_batch_request.json")["tasks"]}
-    return TASK4 if number == 4 else tasks[number]
-
-
-def click(x: float, y: float, w: int, h: int, positive: bool = True, **extra) -> dict:
-    return {
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "is_positive": positive,
-        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
-        "id": f"k{x}{y}",
-        "from_name": "tag2",
-        "to_name": "image",
-        "type": "keypointlabels",
-        **extra,
-    }
 
 
 def expected_mask(path: str, context: dict) -> np.ndarray:

@@ -15,10 +15,10 @@ import pytest
 from backend.interactive.prompts import parse_context
 from sam_model.loading import load_sam
 from sam_model.sam1.predictor import SamPredictor
-from tests.http.test_protocol import brush_mask, click, predict_body, task_of
 from tests.support.fake_ls import ls_env
 from tests.support.images import scene
-from tests.support.samples import SAMPLE_IMAGES, sample
+from tests.support.masks import brush_mask
+from tests.support.samples import SAMPLE_IMAGES, click, predict_body, sample, task_of
 from tests.support.torch_threads import torch_threads
 
 

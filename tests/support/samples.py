@@ -29,3 +29,37 @@ TASK4 = {"id": 4, "data": {"image": "/data/upload/1/5e0c2f11-up3.png"}}
 def sample(name: str) -> Any:
     """One captured LS body, parsed."""
     return json.loads((SAMPLES / name).read_text())
+
+
+# The captured interactive project's label config (brush output, smart keypoints and rectangles).
+CONFIG = sample("predict_interactive_request.json")["label_config"]
+
+
+def predict_body(task: dict, context: dict | None, label_config: str = CONFIG) -> dict:
+    """What LS 1.23 sends to /predict for a task and an interactive context."""
+    return {
+        "tasks": [task],
+        "project": "1.1795273927",
+        "label_config": label_config,
+        "params": {"login": None, "password": None, "context": context},
+    }
+
+
+def task_of(number: int) -> dict:
+    tasks = {t["id"]: t for t in sample("predict_batch_request.json")["tasks"]}
+    return TASK4 if number == 4 else tasks[number]
+
+
+def click(x: float, y: float, w: int, h: int, positive: bool = True, **extra) -> dict:
+    return {
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "is_positive": positive,
+        "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["Banana"]},
+        "id": f"k{x}{y}",
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+        **extra,
+    }
