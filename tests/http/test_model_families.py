@@ -8,7 +8,6 @@ code where the family has one, so the server loads them exactly as a user's file
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,10 @@ import torch
 from backend.engines.engine import engine_spec
 from backend.interactive.prompts import parse_context
 from backend.settings import Settings
-from sam_model import family_of, load_sam
+from sam_model import family_of
 from sam_model.amg import AutomaticMaskGenerator
 from tests.support.fake_ls import ls_env
+from tests.support.family_checkpoints import FAMILY_CHECKPOINTS, predictor_for
 from tests.support.masks import brush_mask
 from tests.support.samples import SAMPLE_IMAGES, predict_body, sample, task_of
 from tests.support.torch_threads import torch_threads
@@ -28,20 +28,11 @@ from tests.support.torch_threads import torch_threads
 AMG_OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 
 
-def _sam2_file(directory: Path) -> Path:
-    from tests.support.oracle_sam2 import official_sam2, save_official
-
-    return save_official(official_sam2("sam2.1_hiera_tiny", seed=5), directory / "sam2.1_tiny_random.pt")
-
-
-CHECKPOINTS: dict[str, Callable[[Path], Path]] = {"sam2.1_hiera_tiny": _sam2_file}
-
-
-@pytest.fixture(scope="module", params=sorted(CHECKPOINTS))
+@pytest.fixture(scope="module", params=sorted(FAMILY_CHECKPOINTS))
 def family_case(request, tmp_path_factory, fake_ls, redis_server, start_backend):
     """(model type, its checkpoint, a backend serving it)."""
     model_type = request.param
-    checkpoint = CHECKPOINTS[model_type](tmp_path_factory.mktemp(model_type))
+    checkpoint = FAMILY_CHECKPOINTS[model_type](tmp_path_factory.mktemp(model_type))
     server = start_backend(
         ls_env(
             fake_ls,
@@ -57,11 +48,6 @@ def family_case(request, tmp_path_factory, fake_ls, redis_server, start_backend)
     return model_type, checkpoint, server
 
 
-def _predictor(model_type: str, checkpoint: Path):
-    model = load_sam(model_type, checkpoint, device="cpu")
-    return family_of(model_type).predictor(model, "reference", "fp32", False)
-
-
 def test_health_names_family_and_model(family_case) -> None:
     model_type, checkpoint, server = family_case
     body = server.get("/health").json()
@@ -75,7 +61,7 @@ def test_click_and_refinement_equal_the_predictor_alone(family_case) -> None:
     steps = sample("ui_multi_click_task4.json")
     image = SAMPLE_IMAGES[task_of(4)["data"]["image"]]
     with torch_threads(1):
-        predictor = _predictor(model_type, checkpoint)
+        predictor = predictor_for(model_type, checkpoint)
         embedding = predictor.encode(image)
         previous = None
         for step in steps:
@@ -102,7 +88,7 @@ def test_retrieve_predictions_runs_the_familys_amg(family_case) -> None:
     image = SAMPLE_IMAGES[task["data"]["image"]]
     with torch_threads(1):
         amg = {**family_of(model_type).amg_defaults, **AMG_OPTIONS}
-        masks = AutomaticMaskGenerator(_predictor(model_type, checkpoint), mode="exact", **amg).generate(image)
+        masks = AutomaticMaskGenerator(predictor_for(model_type, checkpoint), mode="exact", **amg).generate(image)
     assert masks and len(answer["result"]) == min(len(masks), 50)
     assert answer["model_version"].startswith(f"sam-{model_type}-")
 

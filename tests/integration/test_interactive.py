@@ -22,11 +22,13 @@ from tests.integration.support import (
     BRUSH_CONFIG,
     IMAGES,
     GrabCutReference,
+    backend_env,
     image_bytes,
     keypoint,
     prompt_arrays,
     rectangle,
 )
+from tests.support.family_checkpoints import FAMILY_CHECKPOINTS, predictor_for
 from tests.support.masks import brush_mask
 from tests.support.server_log import answering_pids
 from tests.support.servers import Backend
@@ -236,3 +238,41 @@ def test_two_workers_both_use_what_setup_said(label_studio, two_worker_setup_bac
         clicks += 1
         pids = answering_pids(backend.log())
     assert len(pids) == 2, f"{clicks} clicks all reached one worker"
+
+
+# ---- other model families: the same clicks through LS, served by SAM 2.1 and MobileSAM ------------
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_CHECKPOINTS))
+def family_setup(request, label_studio, redis_server, backends, tmp_path_factory):
+    """(predictor alone, project) for a backend serving one family from its official-layout file."""
+    model_type = request.param
+    checkpoint = FAMILY_CHECKPOINTS[model_type](tmp_path_factory.mktemp(model_type))
+    env = backend_env(
+        label_studio,
+        redis_server,
+        SAM_ENGINE="sam",
+        SAM_MODEL=model_type,
+        SAM_CHECKPOINT=str(checkpoint),
+        SAM_DEVICE="cpu",
+    )
+    backend = Backend(env, tmp_path_factory.mktemp("family") / "gunicorn.log")
+    backends.append(backend)
+    project = setup_project(label_studio, backend.url, f"interactive {model_type}")
+    assert project["model_version"].startswith(f"sam-{model_type}-")
+    with torch_threads(1):
+        yield predictor_for(model_type, checkpoint), project
+
+
+def test_a_click_sequence_of_each_family_matches_its_predictor(label_studio, family_setup):
+    predictor, project = family_setup
+    image = "upload1.png"
+    w, h = size(image)
+    a, b = keypoint(40, 45, (w, h)), keypoint(60, 55, (w, h), positive=False)
+    embedding = predictor.encode(IMAGES[image])
+    first = predictor.decode(embedding, **prompt_arrays([a]), multimask=True, best_only=True)
+    second = predictor.decode(embedding, **prompt_arrays([a, b]), mask_input=first.low_res_logits[:1], multimask=False)
+    for regions, want in (([a], first), ([a, b], second)):
+        region = click_through_ls(label_studio, project, image, regions)
+        np.testing.assert_array_equal(brush_mask(region), want.masks[0])
+        assert region["score"] == pytest.approx(float(want.scores[0]), abs=1e-5)
