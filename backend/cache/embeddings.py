@@ -90,13 +90,6 @@ class EmbeddingCache:
         so callers can tell a hit from the cold path before they commit a bounded resource to it."""
         return self._local.get(key)
 
-    def peek(self, key: str) -> ImageEmbedding | None:
-        """The cached embedding (local, else Redis, then kept locally), or None; never computes."""
-        hit = self._local.get(key)
-        if hit is not None:
-            return hit
-        return self._fetch_remote(key)
-
     def contains(self, key: str) -> bool:
         """Whether the embedding is cached at any level, without transferring it."""
         if key in self._local:

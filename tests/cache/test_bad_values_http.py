@@ -22,6 +22,7 @@ from backend.images import resolve_image_ref
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.common.transforms import input_shape
 from tests.http.conftest import redis_server, start_backend  # noqa: F401 - module-scoped fixtures shared with this folder
+from tests.support.cached import cached
 from tests.support.fake_ls import FakeLabelStudio
 from tests.support.images import scene
 from tests.support.samples import LS_TOKEN, sample
@@ -135,7 +136,7 @@ def test_unusable_embedding_in_redis_is_recomputed_and_overwritten(server, fake_
 
     assert server.metric("sam_cache_rejected_total", kind="embedding") == before + 1  # once: then it was replaced
     assert fake_ls.hits[path] == fetches + 1  # recomputed from the image, once
-    stored = planter.peek(key)  # the overwritten value is what the engine makes
+    stored = cached(planter, key)  # the overwritten value is what the engine makes
     assert stored is not None and stored.model_id == MODEL_ID and stored.original_size == (H, W)
     assert stored.features.dtype == torch.uint8 and tuple(stored.features.shape) == (H, W, 3)
     planter.close()

@@ -16,6 +16,7 @@ import torch
 
 from backend.cache import EmbeddingCache
 from sam_model.common.embedding import ImageEmbedding
+from tests.support.cached import cached
 from tests.support.redis_server import RedisServer
 
 MB = 1024 * 1024
@@ -113,7 +114,7 @@ def test_without_redis_url_it_is_a_local_cache():
     assert cache.get_or_compute("img", compute)[1] == "computed"
     assert cache.get_or_compute("img", compute)[1] == "local"
     assert cache.contains("img") and not cache.contains("other")
-    assert cache.peek("other") is None and compute.calls == 1
+    assert cached(cache, "other") is None and compute.calls == 1
 
 
 def test_local_level_is_bounded_by_bytes():
@@ -125,16 +126,16 @@ def test_local_level_is_bounded_by_bytes():
     assert [cache.contains(f"img-{i}") for i in range(10)] == [False] * 7 + [True] * 3
 
 
-def test_peek_and_contains_never_compute(redis_server: RedisServer):
+def test_reading_and_contains_never_compute(redis_server: RedisServer):
     writer = EmbeddingCache(16 * MB, redis_server.url)
     reader = EmbeddingCache(16 * MB, redis_server.url)
-    assert reader.peek("img") is None and not reader.contains("img")
+    assert cached(reader, "img") is None and not reader.contains("img")
     original, _ = writer.get_or_compute("img", Counter())
     assert reader.contains("img")  # in Redis only
-    peeked = reader.peek("img")
+    peeked = cached(reader, "img")
     assert peeked is not None
     assert_close_fp16(peeked, original)
-    assert reader.get_or_compute("img", Counter())[1] == "local"  # peek kept it locally
+    assert reader.get_or_compute("img", Counter())[1] == "local"  # reading it kept it locally
     writer.close()
     reader.close()
 
@@ -264,7 +265,7 @@ def test_well_formed_but_unusable_value_is_a_counted_miss_and_gets_overwritten(
         16 * MB, redis_server.url, check=_refuse_other_models, max_pixels=10**8, on_reject=lambda: rejected.append(1)
     )
     compute = Counter()
-    assert cache.peek("img") is None and rejected == [1]
+    assert cached(cache, "img") is None and rejected == [1]
     embedding, source = cache.get_or_compute("img", compute)
     assert source == "computed" and compute.calls == 1 and embedding.model_id == "test-model"
     again, source = cache.get_or_compute("img", compute)
