@@ -2,8 +2,8 @@
 # Everything lives in .venv (created here); nothing is installed system-wide except the
 # redis-server and docker-compose packages the tests need (apt-get, root only).
 #
-#   make run                      SAM vit_b on :9090 (downloads the checkpoint once)
-#   SAM_MODEL=vit_h make run      another official checkpoint
+#   make run                      SAM 2.1 tiny on :9090 (downloads the checkpoint once)
+#   SAM_MODEL=mobile_sam make run another model (README: model table)
 #   SAM_ENGINE=grabcut make run   weights-free classical GrabCut, no download
 #   make test PYTEST_ARGS="-k cache -x"
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 make run   pick torch's build
@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := $(shell grep -o '^torch==[^ #]*' requirements.txt)
 TORCH_INDEX_URL ?=
 SAM_ENGINE ?= sam
-SAM_MODEL ?= vit_b
+SAM_MODEL ?= sam2.1_hiera_tiny
 SAM_CHECKPOINT ?=
 PYTEST_ARGS ?=
 TEST_PACKAGES := redis-server docker-compose

@@ -25,7 +25,7 @@ def _bool(raw: str) -> bool:
 class Settings:
     # Engine
     sam_engine: str = "sam"  # sam | grabcut (weights-free classical segmentation)
-    sam_model: str = "vit_b"  # vit_b | vit_l | vit_h (tiny: a random-weight test config, tests only)
+    sam_model: str = "sam2.1_hiera_tiny"  # any of sam_model.MODEL_TYPES (README: model table)
     sam_checkpoint: str = ""  # default: checkpoints/<official file of sam_model>
     sam_device: str = "auto"  # auto | cpu | cuda | mps
     sam_precision: str = "auto"  # auto (bf16 on cuda, fp32 elsewhere) | fp32 | bf16 | fp16

@@ -5,8 +5,8 @@
 # SAM_SKIP_DOWNLOAD=true is for services that wait for another one to fetch it (the worker).
 set -eu
 if [ "${SAM_ENGINE:-sam}" = sam ] && [ -z "${SAM_CHECKPOINT:-}" ] && [ "${SAM_SKIP_DOWNLOAD:-false}" != true ]; then
-    python -m sam_model.download "${SAM_MODEL:-vit_b}" --dir checkpoints || {
-        echo "entrypoint: no ${SAM_MODEL:-vit_b} checkpoint; SAM cannot start." >&2
+    python -m sam_model.download "${SAM_MODEL:-sam2.1_hiera_tiny}" --dir checkpoints || {
+        echo "entrypoint: no ${SAM_MODEL:-sam2.1_hiera_tiny} checkpoint; SAM cannot start." >&2
         echo "entrypoint: place the file in the checkpoints volume, or set SAM_ENGINE=grabcut to run without weights." >&2
         exit 2
     }

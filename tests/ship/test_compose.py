@@ -15,6 +15,7 @@ import yaml
 
 from backend.autoannotate.runs import QueueRedisEvicts, check_never_evicts
 from backend.settings import Settings
+from sam_model import MODEL_TYPES
 from tests.integration.label_studio import LS_VERSION
 from tests.support.redis_server import RedisServer
 
@@ -189,3 +190,16 @@ def test_readme_compose_steps_work_on_this_file(services: dict[str, Any]) -> Non
         ports = {int(p["target"]) for p in services[name]["ports"]}
         for host, port in hosts:
             assert host in aliases and int(port) in ports, (name, host, port)
+
+
+def test_each_profile_serves_one_model_its_worker_shares(services: dict[str, Any]) -> None:
+    """The embedding cache keys on the model: a worker on another model than its backend would
+    never hit it. The light SAM 2.1 tiny on CPU, SAM 2.1 large on a GPU (README: model table)."""
+    models = {name: services[name]["environment"]["SAM_MODEL"] for name in (*BACKENDS, *WORKERS)}
+    assert models == {
+        "backend-gpu": "sam2.1_hiera_large",
+        "worker-gpu": "sam2.1_hiera_large",
+        "backend-cpu": "sam2.1_hiera_tiny",
+        "worker-cpu": "sam2.1_hiera_tiny",
+    }
+    assert all(model in MODEL_TYPES for model in models.values())

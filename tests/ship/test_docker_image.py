@@ -184,6 +184,7 @@ def test_build_context_holds_the_app_but_no_weights_venvs_or_secrets() -> None:
         ".git/HEAD",
         ".venv/bin/python",
         "checkpoints/sam_vit_b_01ec64.pth",
+        "checkpoints/sam2.1_hiera_tiny.pt",
         "checkpoints/x.pth.part",
         "docker/.env",
         "backend/__pycache__/app.cpython-311.pyc",
