@@ -355,7 +355,7 @@ class PredictAutoAnnotator:
         predictions = []
         for task in tasks:
             try:
-                with self.annotator.backend.cold_slots.slot():
+                with self.annotator.backend.cold_slots.enter():
                     predictions.append(self.annotator.annotate(task, target, value_key, self.options))
             except Exception as exc:  # noqa: BLE001 - one bad task must not fail the batch
                 log.warning("task %s: auto-annotate failed: %s", task.get("id"), getattr(exc, "message", exc))

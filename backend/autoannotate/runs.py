@@ -9,7 +9,6 @@ first use, and its failures become 503s.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from backend.autoannotate.annotator import RunSpec, is_ls_id, output_for, parse_options
 from backend.autoannotate.progress import RunProgress, new_run_id
+from backend.bulkhead import Bulkhead
 from backend.errors import BackendError, BadRequest, Overloaded
 from backend.labelstudio.client import LabelStudioClient
 from backend.labelstudio.label_config import parse_label_config
@@ -161,7 +161,7 @@ class QueueRedis:
         self.settings = settings
         self.timeout_s = timeout_s
         self.waiters = max(1, settings.threads // 2)
-        self._free = threading.BoundedSemaphore(self.waiters)
+        self._waiting = Bulkhead(self.waiters, self._too_many_waiting)
         self._client: redis.Redis | None = None
 
     def get(self) -> redis.Redis:
@@ -183,18 +183,16 @@ class QueueRedis:
     @contextmanager
     def connection(self) -> Iterator[redis.Redis]:
         """The client for one request's Redis calls, its failures as 503s; refused at once when `waiters` wait."""
-        if not self._free.acquire(blocking=False):
-            name = queue_redis_name(self.settings)
-            raise QueueRedisUnavailable(
-                f"{self.waiters} requests of this process are already waiting on the job "
-                f"queue's Redis ({name}): it is slow or hung",
-                f"retry in a few seconds; if this persists, check the Redis at {name}",
-            )
-        try:
-            with queue_redis_errors(self.settings):
-                yield self.get()
-        finally:
-            self._free.release()
+        with self._waiting.enter(), queue_redis_errors(self.settings):
+            yield self.get()
+
+    def _too_many_waiting(self) -> QueueRedisUnavailable:
+        name = queue_redis_name(self.settings)
+        return QueueRedisUnavailable(
+            f"{self.waiters} requests of this process are already waiting on the job "
+            f"queue's Redis ({name}): it is slow or hung",
+            f"retry in a few seconds; if this persists, check the Redis at {name}",
+        )
 
 
 def parse_task_selection(raw: Any) -> list[int] | None:

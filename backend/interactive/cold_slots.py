@@ -12,10 +12,7 @@ warm-up thread and RQ workers are not request threads: they never take a slot.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
+from backend.bulkhead import Bulkhead
 from backend.errors import Overloaded
 
 RESERVED_THREADS = 2  # request threads no cold click may take
@@ -26,23 +23,14 @@ def cold_slots_for(threads: int) -> int:
     return max(1, threads - RESERVED_THREADS)
 
 
-class ColdSlots:
-    """At most `limit` holders at once; `slot()` raises Overloaded instead of waiting."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._free = threading.BoundedSemaphore(limit)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        if not self._free.acquire(blocking=False):
-            raise Overloaded(
-                f"all {self.limit} slots for clicks on uncached images are busy in this process "
-                "(image downloads and encodes; a slow image host?)",
-                "retry in a few seconds (each download ends within DOWNLOAD_DEADLINE_S); "
-                "raise THREADS to allow more at once",
-            )
-        try:
-            yield
-        finally:
-            self._free.release()
+def cold_slots(limit: int) -> Bulkhead:
+    """The bulkhead cold clicks enter; the one past `limit` gets 503 Overloaded at once."""
+    return Bulkhead(
+        limit,
+        lambda: Overloaded(
+            f"all {limit} slots for clicks on uncached images are busy in this process "
+            "(image downloads and encodes; a slow image host?)",
+            "retry in a few seconds (each download ends within DOWNLOAD_DEADLINE_S); "
+            "raise THREADS to allow more at once",
+        ),
+    )

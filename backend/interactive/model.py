@@ -26,7 +26,7 @@ from backend.engines.engine import ServingEngine
 from backend.errors import BackendError, BadRequest
 from backend.images.decode import size_mismatch
 from backend.images.refs import ImageRef
-from backend.interactive.cold_slots import ColdSlots
+from backend.interactive.cold_slots import cold_slots
 from backend.interactive.prompts import Prompt, PromptSet, parse_context
 from backend.interactive.warmup import WarmupQueue
 from backend.labelstudio.label_config import LabelConfig, OutputTarget, choose_output, parse_label_config
@@ -167,7 +167,7 @@ class SamBackend:
         self.limits = limits
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
-        self.cold_slots = ColdSlots(limits.cold_clicks)
+        self.cold_slots = cold_slots(limits.cold_clicks)
         # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
         self.batch_annotator: BatchAnnotator | None = None
         self.warmup: WarmupQueue[ImageRef] = WarmupQueue(
@@ -272,7 +272,7 @@ class SamBackend:
         if hit is not None:
             self.metrics.cache.labels(level="local", source="click").inc()
             return hit, EmbeddingTimings("local")
-        with self.cold_slots.slot():
+        with self.cold_slots.enter():
             return self.embedding(ref, "click", expected_size=expected_size)
 
     def embedding(

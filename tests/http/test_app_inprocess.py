@@ -93,7 +93,7 @@ def test_only_request_threads_take_cold_slots_and_a_cached_click_never_does(fake
     click = sample("predict_interactive_request.json")
     image = click["tasks"][0]["data"]["image"]
     fake_ls.add("/data/upload/1/other.png", np.full((24, 32, 3), 90, np.uint8))
-    with backend.cold_slots.slot():  # a cold click is in progress
+    with backend.cold_slots.enter():  # a cold click is in progress
         refused = client.post("/predict", json=click)
         assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
         assert "uncached images" in refused.json["message"]
