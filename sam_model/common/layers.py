@@ -1,6 +1,8 @@
-"""Small building blocks shared by the encoder, the prompt encoder and the decoder."""
+"""Small building blocks shared by every family's encoders, prompt encoders and decoders."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -33,3 +35,28 @@ class LayerNorm2d(nn.Module):
         # Channels-last view lets the fused layer_norm kernel do the work in one pass.
         y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
+
+
+class MLP(nn.Module):
+    """`num_layers` linear layers with `act` between (hypernetworks, IoU heads, SAM 2's
+    encoder MLPs); names `layers.N` match the checkpoints."""
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, act: type[nn.Module] = nn.ReLU
+    ) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+
+def transposed_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A kernel-2 stride-2 transposed conv as (C_in, 4*C_out) weights and bias, columns ordered
+    (dy, dx, c_out): each input pixel maps alone onto its own 2x2 output block."""
+    c_in, c_out = conv.weight.shape[:2]
+    return conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out), conv.bias.repeat(4)

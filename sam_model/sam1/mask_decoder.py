@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_model.common.layers import LayerNorm2d
+from sam_model.common.layers import MLP, LayerNorm2d, transposed_conv_matrix
 from sam_model.sam1.transformer import ImageContext
 
 # Prompts per transformer call on CPU (see MaskDecoder._prepared_chunks).
@@ -18,27 +18,6 @@ CPU_PROMPT_CHUNK = 4
 def iou_above(iou: torch.Tensor, min_iou: float | None) -> torch.Tensor:
     """Which predicted IoUs pass an AMG-style filter: all when `min_iou` is None (NaN included)."""
     return torch.ones_like(iou, dtype=torch.bool) if min_iou is None else iou > min_iou
-
-
-class MLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (hypernetworks and the IoU head)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
-
-
-def _transposed_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A kernel-2 stride-2 transposed conv as (C_in, 4*C_out) weights and bias, columns ordered
-    (dy, dx, c_out): each input pixel maps alone onto its own 2x2 output block."""
-    c_in, c_out = conv.weight.shape[:2]
-    return conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out), conv.bias.repeat(4)
 
 
 class MaskDecoder(nn.Module):
@@ -211,8 +190,8 @@ class MaskDecoder(nn.Module):
         cache instead of passing 4 and 8 MiB frames through memory several times.
         """
         conv1, norm, _, conv2, _ = self.output_upscaling
-        w1, b1 = _transposed_conv_matrix(conv1)
-        w2, b2 = _transposed_conv_matrix(conv2)
+        w1, b1 = transposed_conv_matrix(conv1)
+        w2, b2 = transposed_conv_matrix(conv2)
         c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
         b, t, c = keys.shape
         parts = []

@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_model.common.layers import LayerNorm2d
-from sam_model.sam1.mask_decoder import _transposed_conv_matrix
+from sam_model.common.layers import MLP, LayerNorm2d, transposed_conv_matrix
 from sam_model.sam1.prompt_encoder import PAD_LABEL
 from sam_model.sam1.prompt_encoder import PromptEncoder as _V1PromptEncoder
 from sam_model.sam1.transformer import ImageContext, TwoWayTransformer
-from sam_model.sam2.common import MLP
 
 # Tokens before the mask tokens: the object-score token (video only, but it takes part in
 # attention), then the IoU token.
@@ -145,8 +143,8 @@ class MaskDecoder(nn.Module):
         tokens = hs[:, _FIRST_MASK_TOKEN : _FIRST_MASK_TOKEN + self.num_mask_tokens]
         hyper = torch.stack([mlp(tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2)
         conv1, norm, _, conv2, _ = self.output_upscaling
-        w1, b1 = _transposed_conv_matrix(conv1)
-        w2, b2 = _transposed_conv_matrix(conv2)
+        w1, b1 = transposed_conv_matrix(conv1)
+        w2, b2 = transposed_conv_matrix(conv2)
         c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
         parts = []
         for start in range(0, t, _UPSCALE_CHUNK):

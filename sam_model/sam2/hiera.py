@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_model.sam2.common import MLP
+from sam_model.common.layers import MLP
 from sam_model.sam2.config import HieraConfig
 
 Q_STRIDE = 2  # every stage change halves the grid by max-pooling the queries
