@@ -40,10 +40,10 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.images.fakes import FakeServer, requires_token  # noqa: E402
-from tests.support.images import png, scene  # noqa: E402
+from tests.support.fake_ls import FakeLabelStudio, ls_env  # noqa: E402
+from tests.support.images import scene  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
-from tests.support.samples import LS_TOKEN, sample  # noqa: E402
+from tests.support.samples import sample  # noqa: E402
 from tests.support.servers import Backend  # noqa: E402
 
 CONFIG = sample("predict_interactive_request.json")["label_config"]
@@ -258,21 +258,10 @@ def metrics_of(url: str) -> dict[str, float]:
 
 def run_load(cfg: LoadConfig, workdir: Path, log=print) -> Report:
     """Start Redis, a fake LS and two backends; replay alone, run the team, replay again, compare."""
-    ls = FakeServer()
+    ls = FakeLabelStudio()
     for i in range(cfg.images):
-        image = scene(cfg.width, cfg.height, blobs_of(i), seed=i)
-        body = png(image)
-        ls.routes[image_path(i)] = requires_token(
-            f"Token {LS_TOKEN}", lambda req, b=body: (200, {"Content-Type": "image/png"}, b)
-        )
-    env = {
-        "LABEL_STUDIO_URL": ls.url,
-        "LABEL_STUDIO_API_KEY": LS_TOKEN,
-        "SAM_ENGINE": cfg.engine,
-        "WORKERS": str(cfg.workers),
-        "THREADS": str(cfg.threads),
-        "LOG_LEVEL": "WARNING",
-    }
+        ls.add(image_path(i), scene(cfg.width, cfg.height, blobs_of(i), seed=i))
+    env = ls_env(ls, SAM_ENGINE=cfg.engine, WORKERS=str(cfg.workers), THREADS=str(cfg.threads), LOG_LEVEL="WARNING")
     if cfg.engine == "sam":
         env.update(SAM_MODEL=cfg.sam_model, SAM_CHECKPOINT=cfg.checkpoint or tiny_checkpoint(workdir))
     plans = [plan(cfg, a) for a in range(cfg.annotators)]

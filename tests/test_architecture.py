@@ -105,3 +105,15 @@ def test_sam_model_is_a_library_of_its_own() -> None:
     graph = import_graph("sam_model")
     outside = {m for edges in graph.values() for m in edges}
     assert not outside & {"backend", "flask", "werkzeug", "redis", "rq", "label_studio_sdk", "label_studio"}
+
+
+def test_no_module_imports_a_test_module_or_a_conftest() -> None:
+    """Shared test code lives in tests/support: a test module or conftest is nobody's library."""
+    graph = {**import_graph("tests"), **import_graph("bench")}
+    offending = {
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if target.rsplit(".", 1)[-1].startswith("test_") or target.endswith("conftest")
+    }
+    assert not offending

@@ -21,7 +21,7 @@ from backend.engines.grabcut import GrabCutEngine
 from backend.images import resolve_image_ref
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.common.transforms import input_shape
-from tests.http.conftest import redis_server, start_backend  # noqa: F401 - module-scoped fixtures shared with this folder
+from tests.support.backend_fixtures import redis_server, start_backend  # noqa: F401 - module-scoped fixtures for this module
 from tests.support.cached import cached
 from tests.support.fake_ls import FakeLabelStudio
 from tests.support.images import scene

@@ -1,6 +1,6 @@
 """Fixtures for the browser test: a real LS, our backend (GrabCut) and Debian's chromium driven by node.
 
-The LS fixture is the integration tests' own (tests/integration/conftest.py), imported here so
+The LS fixture is the integration tests' own (tests/integration/support.py), imported here so
 the same LS 1.23.2 from the same cached venv starts the same way. Pytest keys a session fixture
 by the folder of the conftest that defines it, so when tests/integration runs in the same
 session this folder still starts its own LS (about 15 s with the template database); sharing
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import label_studio  # noqa: F401 - re-exported as this folder's fixture
+from tests.integration.support import label_studio  # noqa: F401 - re-exported as this folder's fixture
 from tests.support.servers import Backend
 
 HERE = Path(__file__).resolve().parent

@@ -1,19 +1,18 @@
 """HTTP test fixtures: a fake Label Studio serving the sample tasks' images, real gunicorn backends, real Redis.
 
-The parts live in tests/support (fake_ls, servers, redis_server, samples); this file only
-turns them into module-scoped fixtures, one backend process per module where possible.
+The parts live in tests/support (fake_ls, samples, and backend_fixtures: the module-scoped
+Redis and backend factory); one backend process per module where possible.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from tests.support.backend_fixtures import redis_server, start_backend  # noqa: F401 - this folder's fixtures
 from tests.support.fake_ls import FakeLabelStudio
-from tests.support.redis_server import RedisServer
 from tests.support.samples import SAMPLE_IMAGES
-from tests.support.servers import Backend
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +22,3 @@ def fake_ls() -> Iterator[FakeLabelStudio]:
         ls.add(path, image)
     yield ls
     ls.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def start_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Backend]]:
-    """Factory: start_backend(env) -> a ready Backend; all are stopped when the module ends."""
-    started: list[Backend] = []
-
-    def start(env: dict[str, str], auth: tuple[str, str] | None = None) -> Backend:
-        backend = Backend(env, tmp_path_factory.mktemp("gunicorn") / "server.log", auth)
-        started.append(backend)
-        return backend
-
-    yield start
-    for backend in started:
-        backend.stop()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
-from PIL import Image
 
-from tests.images.fakes import CaptureServer, FakeServer, image_bytes
+from tests.support.fake_http import FakeServer
+from tests.support.images import png as png_bytes
+from tests.support.raw_http import CaptureServer
 
 
 @pytest.fixture
@@ -74,8 +76,5 @@ def tls_ext(tls_cert):
 @pytest.fixture
 def png() -> bytes:
     """A 4x3 RGB PNG whose columns are red, green, blue, white."""
-    img = Image.new("RGB", (4, 3))
-    for x, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]):
-        for y in range(3):
-            img.putpixel((x, y), color)
-    return image_bytes(img)
+    columns = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+    return png_bytes(np.array([columns] * 3, np.uint8))

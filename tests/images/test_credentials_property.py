@@ -20,7 +20,8 @@ from backend.images import ForbiddenImage, ImageFetcher, resolve_image_ref
 from backend.labelstudio.client import LabelStudioClient
 from backend.net.transport import RedirectError
 from backend.net.urls import UrlError
-from tests.images.fakes import CaptureServer, FakeServer
+from tests.support.fake_http import FakeServer
+from tests.support.raw_http import CaptureServer
 
 SECRET = "prop-secret-token-0123456789"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1", "127.1", "2130706433", "0x7f.1")

@@ -12,7 +12,7 @@ from backend.errors import DownloadTimeout
 from backend.images import ImageFetcher, resolve_image_ref
 from backend.labelstudio.client import LabelStudioClient
 from backend.net.transport import download_deadline
-from tests.images.fakes import TrickleServer
+from tests.support.raw_http import TrickleServer
 
 DEADLINE = 1.0
 SLACK = 0.5  # scheduling noise on a busy machine; the trickles would run for 20 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
@@ -15,9 +16,15 @@ from PIL import Image, ImageFile
 
 from backend.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
 from backend.images import decode_image
-from tests.images.fakes import image_bytes
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def image_bytes(img: Image.Image, fmt: str = "PNG", **save_kw) -> bytes:
+    """`img` saved as a file of format `fmt` (Pillow's save options: EXIF, quality, transparency...)."""
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_kw)
+    return buf.getvalue()
 
 
 def left_red_right_blue(w: int = 40, h: int = 20) -> Image.Image:

@@ -14,7 +14,8 @@ from backend.errors import ImageFetchError, PayloadTooLarge, UnsupportedMedia
 from backend.images import ForbiddenImage, ImageFetcher, load_image, resolve_image_ref
 from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient, LabelStudioError
 from backend.net.transport import RedirectError
-from tests.images.fakes import make_pat, requires_token
+from tests.support.fake_http import requires_token
+from tests.support.ls_tokens import make_pat
 
 TOKEN = "Token secret-key"
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient, LabelStudioError, jwt_claims
-from tests.images.fakes import jwt, make_pat, requires_token
+from tests.support.fake_http import requires_token
+from tests.support.ls_tokens import jwt, make_pat
 
 LEGACY = "harnesstoken0123456789abcdef0123456789ab"  # the shape LS sends in /setup
 

@@ -20,7 +20,7 @@ from backend.errors import BadRequest
 from backend.images import ForbiddenImage, ImageFetcher, load_image, resolve_image_ref
 from backend.labelstudio.client import LabelStudioAuthError, LabelStudioClient
 from backend.net.urls import parse_http_url
-from tests.images.fakes import requires_token
+from tests.support.fake_http import requires_token
 
 TOKEN = "Token secret-key"
 

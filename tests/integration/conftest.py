@@ -15,53 +15,17 @@ Without LS installed the tests skip, saying how to install it; with REQUIRE_LABE
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installed, ls_venv
-from tests.integration.support import BRUSH_CONFIG, POLYGON_CONFIG, backend_env, sam_env
+from tests.integration import support
+from tests.integration.support import backend_env, sam_env
 from tests.support.redis_server import RedisServer
-from tests.support.servers import REPO, Backend, Worker
+from tests.support.servers import Backend, Worker
 
-# Names tests/integration/test_auto_annotate.py (being edited in parallel) still imports from here;
-# it should take them from tests.integration.support and tests.support.servers, then this goes.
-__all__ = ["BRUSH_CONFIG", "POLYGON_CONFIG", "REPO", "backend_env", "sam_env"]
-
-
-def _say(config: pytest.Config, line: str) -> None:
-    """A line on the terminal even with output captured: startup times are worth seeing in CI logs."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory, request) -> Iterator[LabelStudio]:
-    if not installed():
-        why = f"Label Studio is not installed in {ls_venv()}: run `bash {INSTALL_SCRIPT.relative_to(REPO)}`"
-        if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":  # make test sets it: CI must never skip these
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why + " (make test does)")
-    base = tmp_path_factory.mktemp("label-studio")
-    data_dir, files_root = base / "data", base / "files"
-    data_dir.mkdir()
-    files_root.mkdir()
-    template = ls_venv() / "template-data" / "label_studio.sqlite3"
-    if template.is_file():  # an already-migrated, empty database: LS starts without migrating
-        shutil.copyfile(template, data_dir / "label_studio.sqlite3")
-    ls = LabelStudio(data_dir, files_root, base / "label-studio.log")
-    ls.start()
-    _say(
-        request.config,
-        f"\nLabel Studio {ls.url} ready in {ls.startup_s:.1f} s "
-        f"({'template database' if template.is_file() else 'migrated from scratch'})",
-    )
-    yield ls
-    ls.stop()
+label_studio = support.label_studio  # the session's LS: a fixture tests/e2e shares
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,66 @@
-"""Helpers shared by the integration tests: project configs, backend settings, images, smart-tool regions."""
+"""Helpers shared by the integration tests: the session's Label Studio, project configs, backend settings,
+images, smart-tool regions.
+
+`label_studio` is a fixture: tests/integration/conftest.py and tests/e2e/conftest.py import it
+to make it theirs (pytest keys a session fixture by the conftest's folder, so each folder that
+uses it starts its own LS).
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
 from backend.engines.grabcut import GrabCutEngine
-from tests.integration.label_studio import LabelStudio
+from tests.integration.label_studio import INSTALL_SCRIPT, LabelStudio, installed, ls_venv
 from tests.support.images import png, scene
-from tests.support.masks import brush_mask  # noqa: F401 - re-exported for test_auto_annotate.py (edited in parallel)
 from tests.support.redis_server import RedisServer
+from tests.support.servers import REPO
 
 _ids = itertools.count()
+
+# ---- the session's Label Studio ------------------------------------------------------------------
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """A line on the terminal even with output captured: startup times are worth seeing in CI logs."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory, request) -> Iterator[LabelStudio]:
+    if not installed():
+        why = f"Label Studio is not installed in {ls_venv()}: run `bash {INSTALL_SCRIPT.relative_to(REPO)}`"
+        if os.environ.get("REQUIRE_LABEL_STUDIO") == "1":  # make test sets it: CI must never skip these
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why + " (make test does)")
+    base = tmp_path_factory.mktemp("label-studio")
+    data_dir, files_root = base / "data", base / "files"
+    data_dir.mkdir()
+    files_root.mkdir()
+    template = ls_venv() / "template-data" / "label_studio.sqlite3"
+    if template.is_file():  # an already-migrated, empty database: LS starts without migrating
+        shutil.copyfile(template, data_dir / "label_studio.sqlite3")
+    ls = LabelStudio(data_dir, files_root, base / "label-studio.log")
+    ls.start()
+    _say(
+        request.config,
+        f"\nLabel Studio {ls.url} ready in {ls.startup_s:.1f} s "
+        f"({'template database' if template.is_file() else 'migrated from scratch'})",
+    )
+    yield ls
+    ls.stop()
+
 
 # ---- projects and backend settings ------------------------------------------------------------
 

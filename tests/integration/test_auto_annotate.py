@@ -22,20 +22,18 @@ import pytest
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.loading import load_sam
 from sam_model.sam1.predictor import SamPredictor
-from tests.integration.conftest import (
-    BRUSH_CONFIG,
-    POLYGON_CONFIG,
-    REPO,
-    backend_env,
-    sam_env,
-)
 from tests.integration.support import (
+    BRUSH_CONFIG,
     IMAGES,
+    POLYGON_CONFIG,
     assert_valid_polygon_region,
-    brush_mask,
+    backend_env,
     image_bytes,
     polygon_mask,
+    sam_env,
 )
+from tests.support.masks import brush_mask
+from tests.support.servers import REPO
 from tests.support.torch_threads import torch_threads
 
 NAMES = ["upload0.png", "upload1.png", "upload2.png"]

@@ -8,11 +8,9 @@ failures and retries are visible in what "LS" ends up holding.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +19,11 @@ from backend.settings import Settings
 from backend.web.app import create_app
 from tests.support.fake_ls import FakeLabelStudioAPI
 from tests.support.images import png, scene
+from tests.support.label_configs import BRUSH_WITH_SMART_KEYPOINTS
 from tests.support.samples import LS_TOKEN
+from tests.support.servers import REPO
+from tests.support.worker_pool import Workers
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = (
-    '<View><Image name="image" value="$image"/>'
-    '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
-    '<KeyPointLabels name="kp" toName="image" smart="true"><Label value="Object"/></KeyPointLabels></View>'
-)
 # Random weights: keep every candidate so each task gets regions (see DESIGN.md on degenerate AMG).
 OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "max_masks": 3}
 TASKS = [1, 2, 3, 4]
@@ -36,7 +31,7 @@ TASKS = [1, 2, 3, 4]
 
 @pytest.fixture()
 def ls():
-    api = FakeLabelStudioAPI(CONFIG, token=LS_TOKEN)
+    api = FakeLabelStudioAPI(BRUSH_WITH_SMART_KEYPOINTS, token=LS_TOKEN)
     for task_id in TASKS:
         api.add_file(f"/data/upload/1/t{task_id}.png", png(scene(96, 64, [(0.5, 0.5, 0.3)], seed=task_id)))
         api.add_task(task_id, {"image": f"/data/upload/1/t{task_id}.png"})
@@ -57,45 +52,6 @@ def env(ls, redis_server, tiny_checkpoint, tmp_path):
         "JOB_RETRIES": "3",
         "ALLOW_PRIVATE_IMAGE_URLS": "true",
     }
-
-
-class Workers:
-    """`python -m backend worker` processes, each in its own process group so it can be SIGKILLed whole."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        with open(self.log_dir / f"worker{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "backend", "worker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill(proc)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker*.log")))
 
 
 @pytest.fixture()
@@ -216,7 +172,7 @@ def test_cli_labels_tasks_in_process_and_exits_nonzero_naming_failed_tasks(env, 
             "--options",
             ('{"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}'),
         ],
-        cwd=ROOT,
+        cwd=REPO,
         env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,

@@ -18,11 +18,13 @@ import redis
 
 from backend.settings import Settings
 from backend.web.app import create_app
-from tests.jobs.test_auto_annotate_jobs import CONFIG, ROOT, Workers
 from tests.support.fake_ls import FakeLabelStudioAPI
 from tests.support.images import png, scene
+from tests.support.label_configs import BRUSH_WITH_SMART_KEYPOINTS
 from tests.support.redis_server import RedisServer
 from tests.support.samples import LS_TOKEN
+from tests.support.servers import REPO
+from tests.support.worker_pool import Workers
 
 RUN_TASKS = list(range(1, 26))
 NEVER_EVICTS = ("--maxmemory-policy", "noeviction", "--appendonly", "yes")
@@ -31,7 +33,7 @@ EMBEDDINGS_ONLY = {"mode": "embeddings"}  # each task writes a 2 MiB embedding i
 
 @pytest.fixture()
 def ls():
-    api = FakeLabelStudioAPI(CONFIG, token=LS_TOKEN)
+    api = FakeLabelStudioAPI(BRUSH_WITH_SMART_KEYPOINTS, token=LS_TOKEN)
     for task_id in RUN_TASKS:
         api.add_file(f"/data/upload/1/t{task_id}.png", png(scene(96, 64, [(50, 50, 20)], seed=task_id)))
         api.add_task(task_id, {"image": f"/data/upload/1/t{task_id}.png"})
@@ -157,7 +159,7 @@ def test_an_evicting_queue_redis_is_refused_with_the_fix(ls, cache_redis, tiny_c
 
     worker = subprocess.run(
         [sys.executable, "-m", "backend", "worker", "--burst"],
-        cwd=ROOT,
+        cwd=REPO,
         timeout=120,
         env={**os.environ, **env},
         capture_output=True,

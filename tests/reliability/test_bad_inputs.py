@@ -35,6 +35,7 @@ from PIL import Image
 
 from tests.support.fake_ls import FakeLabelStudioAPI
 from tests.support.images import png, scene
+from tests.support.json_paths import leaf_paths, replaced
 from tests.support.samples import LS_TOKEN, sample
 
 AUTH = ("annotator-bot", "s3cret-pass")
@@ -915,25 +916,6 @@ def test_bad_input_gets_its_4xx_naming_the_cause(server, fake_ls, tripwire, inde
     missing = [w for w in case.words if w.lower() not in text]
     assert not missing, f"{case.name}: message does not name {missing}: {reply}"
     assert LS_TOKEN not in response.text and AUTH[1] not in response.text
-
-
-def leaf_paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
-    """Every key path into a JSON document (objects and list items, inner nodes included)."""
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
-    paths = []
-    for key, value in items:
-        paths.append((*prefix, key))
-        paths.extend(leaf_paths(value, (*prefix, key)))
-    return paths
-
-
-def replaced(doc: Any, path: tuple, value: Any) -> Any:
-    doc = json.loads(json.dumps(doc))
-    target = doc
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return doc
 
 
 WRONG_TYPES = (None, HUGE, -1.5, "", "\ud800", [], {}, True)

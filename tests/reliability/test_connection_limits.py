@@ -18,7 +18,8 @@ import time
 import pytest
 import requests
 
-from tests.reliability.test_slow_clients import ANSWER_WITHIN_S, Gunicorn, timed
+from tests.support.servers import Backend
+from tests.support.timing import ANSWER_WITHIN_S, timed
 
 LIMIT = 50
 FLOOD = 80  # more than LIMIT
@@ -94,7 +95,7 @@ def http_get(sock: socket.socket, path: str) -> bytes:
 
 @pytest.fixture()
 def backend(tmp_path):
-    server = Gunicorn(
+    server = Backend(
         {"SAM_ENGINE": "grabcut", "GUNICORN_CMD_ARGS": f"--worker-connections {LIMIT}"}, tmp_path / "gunicorn.log"
     )
     yield server

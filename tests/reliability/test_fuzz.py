@@ -38,9 +38,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backend.web.openapi import openapi_spec
-from tests.reliability.test_bad_inputs import leaf_paths, replaced
 from tests.support.fake_ls import FakeLabelStudioAPI
 from tests.support.images import png, scene
+from tests.support.json_paths import leaf_paths, replaced
 from tests.support.samples import LS_TOKEN, sample
 
 EXAMPLES = 25

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
@@ -34,16 +29,15 @@ from backend.web.server import (
     shed_connections,
 )
 from tests.support.images import png, scene
-from tests.support.net import free_port
 from tests.support.samples import LS_TOKEN, sample
+from tests.support.servers import Backend
+from tests.support.timing import ANSWER_WITHIN_S, timed
 
-ROOT = Path(__file__).resolve().parents[2]
 THREADS = 8
 SLOW_HEADER_CONNECTIONS = 50
 SLOW_BODY_CONNECTIONS = 5
 SLOW_CLICKS = 8
 SAME_IMAGE_CLICKS = 10  # more than THREADS, on one image
-ANSWER_WITHIN_S = 1.0
 TRICKLE_EVERY_S = 0.5
 TRICKLE_ROUNDS = 200  # the trickler stops by itself after this many rounds (100 s) even if not told
 SLOW_IMAGE_BYTES = 100_000  # at 1 byte/s: never finishes during the test
@@ -108,59 +102,6 @@ class TrickleLabelStudio:
         self.server.server_close()
 
 
-class Gunicorn:
-    """gunicorn from the repo's config, bound to 127.0.0.1 only."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "REDIS", "LABEL_STUDIO", "BASIC_AUTH"))
-        }
-        full_env.update(
-            {
-                "PORT": str(self.port),
-                "WORKERS": "1",
-                "THREADS": str(THREADS),
-                "OMP_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1",
-                **env,
-            }
-        )
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
-                cwd=ROOT,
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/health", timeout=1).json().get("model_loaded"):
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"gunicorn did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class Tricklers:
     """Connections that send their request one byte per round and never finish it."""
 
@@ -203,12 +144,6 @@ def click_body(path: str, task_id: int) -> dict:
     return body
 
 
-def timed(call) -> tuple[requests.Response, float]:
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
-
-
 @pytest.fixture()
 def ls():
     server = TrickleLabelStudio()
@@ -218,8 +153,13 @@ def ls():
 
 @pytest.fixture()
 def backend(ls, tmp_path):
-    server = Gunicorn(
-        {"SAM_ENGINE": "grabcut", "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LS_TOKEN},
+    server = Backend(
+        {
+            "SAM_ENGINE": "grabcut",
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": LS_TOKEN,
+            "THREADS": str(THREADS),
+        },
         tmp_path / "gunicorn.log",
     )
     yield server

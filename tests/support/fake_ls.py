@@ -2,7 +2,7 @@
 
 The sample requests in tests/fixtures/ls-samples point at an LS host that does not exist here;
 `FakeLabelStudio` serves their image paths (and counts every request, so tests can prove a
-cached click fetched nothing). `FakeLabelStudioAPI`, built on tests.images.fakes.FakeServer (a
+cached click fetched nothing). `FakeLabelStudioAPI`, built on tests.support.fake_http.FakeServer (a
 real HTTP server that records every request), serves task images behind the legacy token and
 the JSON API the worker calls: /api/projects/<id>/, /api/tasks/<id>/, /api/tasks/?project=,
 /api/predictions/ (GET ?task=, POST, DELETE <id>/). Its `predictions_down` makes the predictions
@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from tests.images.fakes import FakeServer, Reply, Seen
+from tests.support.fake_http import FakeServer, Reply, Seen
 from tests.support.images import png
 from tests.support.samples import LS_TOKEN
 

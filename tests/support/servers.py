@@ -62,7 +62,9 @@ class Backend(_LoggedProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         defaults = {"PORT": str(self.port), "WORKERS": "1", "THREADS": "8"}
-        super().__init__([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], {**defaults, **env}, log_path)
+        # Loopback only: the command line's --bind overrides gunicorn.conf.py's 0.0.0.0.
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"]
+        super().__init__(command, {**defaults, **env}, log_path)
         self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 90.0) -> None:
