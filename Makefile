@@ -61,12 +61,12 @@ $(VENV)/.runtime-stamp: requirements.txt $(VENV)/.torch-stamp
 	$(BIN)/pip install -r requirements.txt
 	touch $@
 
-# The SAM 2 oracle (sam2 1.1.0, test-only) without its dependencies: they would replace the
-# CPU torch with a CUDA build. Its build needs setuptools in the venv (absent from 3.12+ venvs).
-$(VENV)/.test-stamp: requirements-test.txt $(VENV)/.runtime-stamp
+# The oracles of SAM 2, SAM-HQ and MobileSAM (test-only) without their dependencies: they
+# would replace the CPU torch with a CUDA build. sam2's build needs setuptools in the venv.
+$(VENV)/.test-stamp: requirements-test.txt requirements-oracles.txt $(VENV)/.runtime-stamp
 	$(BIN)/pip install -r requirements-test.txt
 	$(BIN)/pip install setuptools
-	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-deps --no-build-isolation sam2==1.1.0
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-deps --no-build-isolation -r requirements-oracles.txt
 	touch $@
 
 # The suite starts real redis-server processes and validates docker/docker-compose.yml.

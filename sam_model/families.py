@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from sam_model.common.family import Family, State
+from sam_model.mobile_sam.family import FAMILY as MOBILE_SAM
 from sam_model.sam1.family import FAMILY as SAM1
 from sam_model.sam2.family import FAMILY as SAM2
+from sam_model.sam_hq.family import FAMILY as SAM_HQ
 
-FAMILIES: tuple[Family, ...] = (SAM1, SAM2)
+FAMILIES: tuple[Family, ...] = (SAM1, SAM2, MOBILE_SAM, SAM_HQ)
 # identify() asks the most specific family first: a SAM-HQ file also has SAM v1's encoder
 # keys, so HQ must be asked before v1.
-_IDENTIFY_ORDER: tuple[Family, ...] = (SAM2, SAM1)
+_IDENTIFY_ORDER: tuple[Family, ...] = (SAM2, SAM_HQ, MOBILE_SAM, SAM1)
 _BY_TYPE = {t: f for f in FAMILIES for t in (*f.model_types, *f.test_types)}
 # The model types of published checkpoints, and every buildable one (test configurations last).
 OFFICIAL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)

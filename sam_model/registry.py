@@ -67,7 +67,7 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         OfficialCheckpoint("mobile_sam", "mobile_sam.pt", MOBILE_SAM_URL, "Apache-2.0"),
         *(
             OfficialCheckpoint(f"sam_hq_{v}", f"sam_hq_{v}.pth", SAM_HQ_URL, "Apache-2.0")
-            for v in ("vit_b", "vit_l", "vit_h")
+            for v in ("vit_b", "vit_l", "vit_h", "vit_tiny")
         ),
     )
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sam_model.sam1.image_encoder import ImageEncoderViT
 from sam_model.sam1.mask_decoder import MaskDecoder
@@ -39,7 +40,6 @@ def build_sam(model_type: str) -> Sam:
         cfg = ENCODER_CONFIGS[model_type]
     except KeyError:
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(ENCODER_CONFIGS)}") from None
-    grid = IMAGE_SIZE // PATCH_SIZE
     encoder = ImageEncoderViT(
         img_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
@@ -52,17 +52,27 @@ def build_sam(model_type: str) -> Sam:
         window_size=14,
         global_attn_indexes=cfg.global_attn_indexes,
     )
-    prompt_encoder = PromptEncoder(
+    return Sam(encoder, build_prompt_encoder(), build_mask_decoder()).eval()
+
+
+def build_prompt_encoder() -> PromptEncoder:
+    """SAM v1's prompt encoder, shared unchanged by MobileSAM and SAM-HQ."""
+    grid = IMAGE_SIZE // PATCH_SIZE
+    return PromptEncoder(
         embed_dim=PROMPT_EMBED_DIM,
         image_embedding_size=(grid, grid),
         input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
         mask_in_chans=16,
     )
-    decoder = MaskDecoder(
+
+
+def build_mask_decoder(decoder: type[MaskDecoder] = MaskDecoder, **extra: Any) -> MaskDecoder:
+    """SAM v1's mask decoder (MobileSAM's too); SAM-HQ passes its subclass and its extra arguments."""
+    return decoder(
         transformer_dim=PROMPT_EMBED_DIM,
         transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_EMBED_DIM, num_heads=8, mlp_dim=2048),
         num_multimask_outputs=3,
         iou_head_depth=3,
         iou_head_hidden_dim=256,
+        **extra,
     )
-    return Sam(encoder, prompt_encoder, decoder).eval()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam_model.sam1.image_encoder import ImageEncoderViT
 from sam_model.sam1.mask_decoder import MaskDecoder
 from sam_model.sam1.prompt_encoder import PromptEncoder
 
@@ -15,13 +14,12 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 class Sam(nn.Module):
-    """Holds `image_encoder`, `prompt_encoder`, `mask_decoder`; the predictor drives them."""
+    """Holds `image_encoder` (a ViT, or MobileSAM's TinyViT: 1024 in, 256x64x64 out, `img_size`),
+    `prompt_encoder`, `mask_decoder`; the predictor drives them."""
 
     mask_threshold: float = 0.0
 
-    def __init__(
-        self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder
-    ) -> None:
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
