@@ -89,7 +89,8 @@ def test_retrieve_predictions_runs_the_familys_amg(family_case) -> None:
     with torch_threads(1):
         amg = {**family_of(model_type).amg_defaults, **AMG_OPTIONS}
         masks = AutomaticMaskGenerator(predictor_for(model_type, checkpoint), mode="exact", **amg).generate(image)
-    assert masks and len(answer["result"]) == min(len(masks), 50)
+    painted = [m for m in masks if m["area"] > 0]  # an empty mask makes no region
+    assert painted and len(answer["result"]) == min(len(painted), 50)
     assert answer["model_version"].startswith(f"sam-{model_type}-")
 
 

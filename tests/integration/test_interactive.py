@@ -243,7 +243,7 @@ def test_two_workers_both_use_what_setup_said(label_studio, two_worker_setup_bac
 # ---- other model families: the same clicks through LS, served by SAM 2.1 and MobileSAM ------------
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILY_CHECKPOINTS))
+@pytest.fixture(scope="module", params=["sam2.1_hiera_tiny", "mobile_sam"])
 def family_setup(request, label_studio, redis_server, backends, tmp_path_factory):
     """(predictor alone, project) for a backend serving one family from its official-layout file."""
     model_type = request.param

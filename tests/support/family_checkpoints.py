@@ -16,8 +16,24 @@ def _sam2(directory: Path) -> Path:
     return save_official(official_sam2("sam2.1_hiera_tiny", seed=5), directory / "sam2.1_tiny_random.pt")
 
 
+def _mobile_sam(directory: Path) -> Path:
+    from tests.support.oracle_mobile_sam import official_mobile_sam, save_official
+
+    return save_official(official_mobile_sam(seed=5), directory / "mobile_sam_random.pt")
+
+
+def _sam_hq(directory: Path) -> Path:
+    from tests.support.oracle_sam_hq import official_sam_hq, save_official
+
+    return save_official(official_sam_hq("sam_hq_vit_tiny", seed=5), directory / "sam_hq_vit_tiny_random.pth")
+
+
 # model type -> writes its file into a directory and returns the path
-FAMILY_CHECKPOINTS: dict[str, Callable[[Path], Path]] = {"sam2.1_hiera_tiny": _sam2}
+FAMILY_CHECKPOINTS: dict[str, Callable[[Path], Path]] = {
+    "sam2.1_hiera_tiny": _sam2,
+    "mobile_sam": _mobile_sam,
+    "sam_hq_vit_tiny": _sam_hq,
+}
 
 
 def predictor_for(model_type: str, checkpoint: Path):
