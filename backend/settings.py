@@ -31,6 +31,8 @@ class Settings:
     sam_precision: str = "auto"  # auto (bf16 on cuda, fp32 elsewhere) | fp32 | bf16 | fp16
     sam_compile: bool = False
     sam_quantize: str = "none"  # none | int8 (CPU encoder only)
+    encode_batch_size: int = 0  # new images encoded together: 0 = auto (8 on a GPU, off on CPU), 1 = off
+    encode_batch_window_ms: float = 5.0  # how long a new image waits for batch-mates
     # Label Studio
     label_studio_url: str = ""
     label_studio_api_key: str = ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from backend.allocator import keep_freed_memory
 from backend.cache import EmbeddingCache
 from backend.cache.logits import LogitsStore
-from backend.engines.engine import Engine, ServingEngine, engine_spec, spec_for
+from backend.engines.engine import Batching, Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BadRequest
 from backend.images.source import LabelStudioImages
 from backend.interactive.cold_slots import cold_slots_for
@@ -30,7 +30,12 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
     keep_freed_memory(settings.cpu_memory_keep_mb)
     metrics = Metrics()
     spec = spec_for(engine) if engine is not None else engine_spec(settings)
-    serving = ServingEngine(spec, on_encode=metrics.encoder_seconds.observe, on_decode=metrics.decoder_seconds.observe)
+    serving = ServingEngine(
+        spec,
+        on_encode=metrics.encoder_seconds.observe,
+        on_decode=metrics.decoder_seconds.observe,
+        batching=Batching(settings.encode_batch_size, settings.encode_batch_window_ms / 1000),
+    )
     cache = EmbeddingCache(
         settings.embedding_cache_mb * 2**20,
         settings.redis_url,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from backend.engines.batcher import EncodeBatcher
 from backend.engines.grabcut import GrabCutEngine
 from backend.errors import BackendError, Overloaded
 from backend.settings import Settings
@@ -36,6 +37,7 @@ from sam_model.registry import OFFICIAL_CHECKPOINTS
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 RETRY_AFTER_S = 5  # what 503 Overloaded tells clients to wait
+AUTO_GPU_BATCH = 8  # encoder batch on a GPU when ENCODE_BATCH_SIZE=0 (auto)
 
 
 class Engine(Protocol):
@@ -74,6 +76,12 @@ def check_engine_choice(settings: Settings) -> None:
         )
     if settings.sam_engine == "grabcut":
         return
+    if not 0 <= settings.encode_batch_size <= 64 or not 0 <= settings.encode_batch_window_ms <= 1000:
+        raise EngineUnavailable(
+            f"ENCODE_BATCH_SIZE={settings.encode_batch_size} / ENCODE_BATCH_WINDOW_MS={settings.encode_batch_window_ms} "
+            "are out of range",
+            "set ENCODE_BATCH_SIZE to 0 (auto), 1 (off) or up to 64, and ENCODE_BATCH_WINDOW_MS to 0-1000",
+        )
     # Every type sam_model can build is accepted, "tiny" too (a random-weight test config that
     # lets the HTTP tests run the real SAM path); the fix names only the official ones.
     if settings.sam_model not in MODEL_TYPES:
@@ -155,6 +163,22 @@ def spec_for(engine: Engine) -> EngineSpec:
     return EngineSpec(model_id=engine.model_id, info={"engine": type(engine).__name__}, factory=lambda: engine)
 
 
+@dataclass(frozen=True)
+class Batching:
+    """ENCODE_BATCH_SIZE / ENCODE_BATCH_WINDOW_MS: 0 = auto (batches of 8 on a GPU, none on CPU)."""
+
+    size: int = 0
+    window_s: float = 0.005
+
+    def batcher_for(self, engine: Engine) -> EncodeBatcher | None:
+        encode_batch = getattr(engine, "encode_batch", None)
+        device = getattr(engine, "device", None)
+        size = self.size or (AUTO_GPU_BATCH if device is not None and device.type == "cuda" else 1)
+        if encode_batch is None or size < 2:
+            return None
+        return EncodeBatcher(encode_batch, size, self.window_s)
+
+
 class ServingEngine:
     """The engine as request threads see it: built once, lazily, and called one at a time.
 
@@ -169,10 +193,13 @@ class ServingEngine:
         spec: EngineSpec,
         on_encode: Callable[[float], None] = lambda s: None,
         on_decode: Callable[[float], None] = lambda s: None,
+        batching: Batching | None = None,
     ):
         self.spec = spec
         self.model_id = spec.model_id
         self._on_encode, self._on_decode = on_encode, on_decode
+        self._batching = batching or Batching()
+        self._batcher: EncodeBatcher | None = None
         self._engine: Engine | None = None
         self.load_error: str | None = None  # why the last load failed, for /health
         self._load_lock = threading.Lock()
@@ -197,14 +224,20 @@ class ServingEngine:
                             "check SAM_CHECKPOINT is a complete SAM state_dict for SAM_MODEL (re-run `make checkpoint`)",
                         ) from exc
                     self.load_error = None
+                    self._batcher = self._batching.batcher_for(self._engine)
                     log.info("engine %s ready in %.1f s", self.model_id, time.perf_counter() - started)
         return self._engine
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """The image's embedding: batched with other requests' images when a batcher runs."""
         engine = self.load()
-        with self._encode_lock, _oom_as_overloaded():
-            started = time.perf_counter()
-            embedding = engine.encode(image)
+        started = time.perf_counter()
+        if self._batcher is not None:
+            with _oom_as_overloaded():
+                embedding = self._batcher.encode(image)
+        else:
+            with self._encode_lock, _oom_as_overloaded():
+                embedding = engine.encode(image)
         self._on_encode(time.perf_counter() - started)
         return embedding
 

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -42,6 +42,8 @@ class Predictor(Protocol):
 
     def encode(self, image: np.ndarray) -> ImageEmbedding: ...
 
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]: ...
+
     def decode(
         self,
         embedding: ImageEmbedding,
@@ -66,6 +68,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def batch_item(batch: torch.Tensor, i: int) -> torch.Tensor:
+    """Item i of an encoder batch as (1, ...) features holding only their own memory (a cached
+    embedding must not keep its batch-mates' features alive)."""
+    item = batch[i : i + 1]
+    return item if batch.shape[0] == 1 else item.clone()
 
 
 class ContextCache(Generic[Context]):

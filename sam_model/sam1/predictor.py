@@ -6,7 +6,7 @@ caller keeps (and caches), so one predictor can serve many threads and many imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from sam_model.common.decoding import (
     ContextCache,
     DecodeResult,
     autocast,
+    batch_item,
     check_box,
     check_embedding,
     check_image,
@@ -78,7 +79,6 @@ class SamPredictor:
             self._dense_pe = pe.get_dense_pe()
         self._contexts: ContextCache[ImageContext] = ContextCache(context_cache_size)
 
-    @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """HxWx3 uint8 RGB image -> its embedding (features 1x256x64x64 float32).
 
@@ -86,12 +86,22 @@ class SamPredictor:
         resized so its longer side is the encoder's input size, normalised and padded here.
         ValueError for another dtype or shape.
         """
-        original_size = check_image(image)
-        resized = resize_longest_side(image, self.img_size)
-        x = normalize_and_pad(resized, self.sam.pixel_mean, self.sam.pixel_std, self.img_size)
+        return self.encode_batch([image])[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Several images in one encoder call (what a GPU shared by a team gains from); each
+        embedding is the one `encode` gives for that image alone, in the order given."""
+        sizes = [check_image(image) for image in images]
+        resized = [resize_longest_side(image, self.img_size) for image in images]
+        mean, std = self.sam.pixel_mean, self.sam.pixel_std
+        x = torch.cat([normalize_and_pad(r, mean, std, self.img_size) for r in resized])
         with autocast(self.device, self.precision):
-            features = self._encoder(x)
-        return ImageEmbedding(features.float(), original_size, tuple(resized.shape[:2]), self.model_id)
+            features = self._encoder(x).float()
+        return [
+            ImageEmbedding(batch_item(features, i), size, tuple(r.shape[:2]), self.model_id)
+            for i, (size, r) in enumerate(zip(sizes, resized, strict=True))
+        ]
 
     @torch.inference_mode()
     def decode(

@@ -7,6 +7,8 @@ masks are upscaled in one bilinear step, and low-res logits come back clamped to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from sam_model.common.decoding import (
     ContextCache,
     DecodeResult,
     autocast,
+    batch_item,
     check_box,
     check_embedding,
     check_image,
@@ -71,14 +74,19 @@ class Sam2Predictor:
             self._dense_pe = pe.get_dense_pe()
         self._contexts: ContextCache[DecoderContext] = ContextCache(context_cache_size)
 
-    @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """HxWx3 uint8 RGB image -> its embedding (image embedding + stride-8 and stride-4 features)."""
-        original_size = check_image(image)
-        x = self._preprocess(image)
+        return self.encode_batch([image])[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Several images in one encoder call; each embedding is the one `encode` gives alone, in order."""
+        sizes = [check_image(image) for image in images]
+        x = torch.cat([self._preprocess(image) for image in images])
         with autocast(self.device, self.precision):
-            features = self._encode(x)
-        return ImageEmbedding(features.float(), original_size, (self.img_size, self.img_size), self.model_id)
+            features = self._encode(x).float()
+        square = (self.img_size, self.img_size)
+        return [ImageEmbedding(batch_item(features, i), size, square, self.model_id) for i, size in enumerate(sizes)]
 
     def _preprocess(self, image: np.ndarray) -> torch.Tensor:
         """SAM2Transforms' order: to [0, 1] float, antialiased bilinear squash to the square, normalise."""
