@@ -36,7 +36,7 @@ class Option:
     """What one user-settable option accepts. parse_options validates with it and the OpenAPI
     description is generated from it (backend.web.openapi), so the two cannot disagree."""
 
-    kind: type  # int, float or str
+    kind: type  # int, float, bool or str
     low: float = 0  # int and float: the bounds, inclusive (validation.number)
     high: float = 0
     choices: tuple[str, ...] = ()  # str: the allowed values; empty: any string
@@ -47,6 +47,10 @@ class Option:
         """The value as the run uses it, or a 400 naming the option."""
         if value is None and self.nullable:
             return None
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise BadRequest(f"option {name!r} must be true or false, got {value!r}", self.description)
+            return value
         if self.kind is not str:
             return self.kind(number(value, f"option {name!r}", self.low, self.high, whole=self.kind is int))
         if self.choices and value not in self.choices:
@@ -67,6 +71,9 @@ RUN_OPTIONS: dict[str, Option] = {
     "min_area": Option(int, 0, 10**9, description="masks smaller than this many pixels are dropped"),
     "amg_mode": Option(
         str, choices=AMG_MODES, description="fast: filters at low resolution first; exact: the reference's algorithm"
+    ),
+    "redo": Option(
+        bool, description="false: tasks that already hold this run's prediction (same model and settings) are skipped"
     ),
 }
 # AutomaticMaskGenerator's parameters users may set (defaults: the generator's, the reference's).
@@ -100,11 +107,12 @@ class AutoAnnotateOptions:
     max_masks: int = 50
     min_area: int = 0
     amg_mode: str = "fast"
+    redo: bool = False
     amg: dict[str, Any] = field(default_factory=dict)
 
     def model_version(self, model_id: str) -> str:
         """Names the model and every setting that changes the regions, so reruns replace, not duplicate."""
-        settings = {k: v for k, v in asdict(self).items() if k != "mode"}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("mode", "redo")}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{model_id}-amg-{self.amg_mode}-{digest}"
 

@@ -69,10 +69,15 @@ class Runtime:
         return label_studio_client(self.settings)
 
     def annotate_task(self, task_id: int, spec: RunSpec) -> dict[str, Any]:
-        """Do one task of a run: warm its embedding, or post its AMG prediction to LS."""
+        """Do one task of a run: warm its embedding, or post its AMG prediction to LS (unless it
+        holds one of the same model and settings already, and the run does not say `redo`)."""
         task = self.ls.get_task(task_id)
         if spec.options.mode == "embeddings":
             return {"cache": self.annotator.warm(task, spec.value_key)}
+        if not spec.options.redo:
+            version = spec.options.model_version(self.annotator.backend.engine.model_id)
+            if any(p.get("model_version") == version for p in self.ls.list_predictions(task_id)):
+                return {"skipped": "the task already holds this run's prediction"}  # a resumed run
         prediction = self.annotator.annotate(task, spec.target, spec.value_key, spec.options)
         replace_prediction(self.ls, task_id, prediction)
         return {"regions": len(prediction["result"])}

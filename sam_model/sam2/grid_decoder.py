@@ -11,7 +11,6 @@ import torch
 
 from sam_model.common.embedding import ImageEmbedding
 from sam_model.common.transforms import upscale_logits
-from sam_model.sam1.mask_decoder import iou_above
 from sam_model.sam2.heads import DecoderContext
 from sam_model.sam2.model import Sam2, unpack
 
@@ -42,9 +41,8 @@ class Sam2GridDecoder:
         if self.context is None:
             image_embed, s1, s0 = unpack(self.embedding.features.to(device, torch.float32))
             self.context = decoder.prepare(image_embed, s1, s0, self.dense_pe, dense[:1])
-        logits, iou = decoder(self.context, sparse, True)
-        kept = iou_above(iou, min_iou)
-        return iou.flatten().float().cpu(), kept.flatten().cpu(), logits[kept].float()
+        iou, kept, logits = decoder.forward_above(self.context, sparse, min_iou)
+        return iou.flatten().float().cpu(), kept.flatten().cpu(), logits.float()
 
     def upscale(self, logits: torch.Tensor, opencv: bool) -> torch.Tensor:
         """Low-res logits -> (K, H, W) float32 logits at the crop's size, one bilinear step."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_model.common.layers import MLP, LayerNorm2d, transposed_conv_matrix
+from sam_model.sam1.mask_decoder import iou_above
 from sam_model.sam1.prompt_encoder import PAD_LABEL
 from sam_model.sam1.prompt_encoder import PromptEncoder as _V1PromptEncoder
 from sam_model.sam1.transformer import ImageContext, TwoWayTransformer
@@ -114,6 +115,27 @@ class MaskDecoder(nn.Module):
         if multimask_output:
             return logits[:, 1:], iou[:, 1:]
         return self._dynamic_single(logits, iou)
+
+    def forward_above(
+        self, context: DecoderContext, sparse_prompt_embeddings: torch.Tensor, min_iou: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Multimask `forward` for AMG that upscales only the candidates whose predicted IoU is
+        above `min_iou` (the IoU head needs the transformer alone; AMG drops the rest unseen).
+
+        Returns (iou (B, 3), kept (B, 3) bool, logits (kept.sum(), 4h, 4w) in row-major order).
+        """
+        hs, keys = self.transformer.forward_prepared(context.transformer, self._tokens(sparse_prompt_embeddings))
+        iou = self.iou_prediction_head(hs[:, _IOU_TOKEN]).sigmoid()[:, 1:]
+        kept = iou_above(iou, min_iou)
+        rows = kept.any(dim=1)
+        if bool(rows.all()):
+            logits = self._mask_logits(hs, keys, context)[:, 1:][kept]
+        elif bool(rows.any()):
+            logits = self._mask_logits(hs[rows], keys[rows], context)[:, 1:][kept[rows]]
+        else:
+            side = 4 * round(keys.shape[1] ** 0.5)
+            logits = keys.new_zeros(0, side, side)
+        return iou, kept, logits
 
     def _tokens(self, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
         n = sparse_prompt_embeddings.shape[0]

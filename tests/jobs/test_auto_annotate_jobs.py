@@ -90,7 +90,7 @@ def predictions_per_task(ls: FakeLabelStudioAPI) -> dict[int, int]:
     return counts
 
 
-def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_rerun_replaces_them(client, ls, workers):
+def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_redo_replaces_them(client, ls, workers):
     workers.start()
     status = wait_finished(client, start_run(client), workers)
     assert status["state"] == "finished", status
@@ -107,11 +107,28 @@ def test_a_run_over_all_tasks_posts_one_prediction_each_and_a_rerun_replaces_the
         areas = [np.count_nonzero(_decode(r)) for r in prediction["result"]]
         assert areas == sorted(areas, reverse=True)  # largest first
 
-    status = wait_finished(client, start_run(client, tasks=TASKS), workers)
+    status = wait_finished(client, start_run(client, tasks=TASKS, redo=True), workers)
     assert status["state"] == "finished"
     assert predictions_per_task(ls) == {t: 1 for t in TASKS}, "a rerun must replace, not duplicate"
     assert client.get("/auto-annotate/no-such-run").status_code == 404
     assert {p["id"] for p in ls.predictions.values()}.isdisjoint(p["id"] for p in first.values())
+
+
+def test_a_run_started_again_does_only_the_tasks_not_done(client, ls, workers):
+    """Resuming: a run stopped halfway (here: task 3's prediction never arrived) and started
+    again with the same settings labels only what is missing."""
+    workers.start()
+    assert wait_finished(client, start_run(client), workers)["state"] == "finished"
+    done = {p["task"]: p["id"] for p in ls.predictions.values()}
+    del ls.predictions[done[3]]
+    posts = ls.count("POST", "/api/predictions/")
+    status = wait_finished(client, start_run(client), workers)
+    assert (status["state"], status["done"]) == ("finished", len(TASKS))
+    assert ls.count("POST", "/api/predictions/") == posts + 1  # task 3 only
+    again = {p["task"]: p["id"] for p in ls.predictions.values()}
+    assert sorted(again) == TASKS and all(again[t] == done[t] for t in TASKS if t != 3)
+    other = wait_finished(client, start_run(client, max_masks=2), workers)  # other settings: another prediction
+    assert other["state"] == "finished" and predictions_per_task(ls) == {t: 2 for t in TASKS}
 
 
 def _decode(region: dict) -> np.ndarray:
