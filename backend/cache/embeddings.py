@@ -90,6 +90,10 @@ class EmbeddingCache:
         so callers can tell a hit from the cold path before they commit a bounded resource to it."""
         return self._local.get(key)
 
+    def local_usage(self) -> tuple[int, int]:
+        """(embeddings held in this process, their bytes): what the process level holds now."""
+        return len(self._local), self._local.nbytes
+
     def contains(self, key: str) -> bool:
         """Whether the embedding is cached at any level, without transferring it."""
         if key in self._local:

@@ -25,6 +25,7 @@ from backend.web.auth import check_basic_auth
 from backend.web.auto_annotate_routes import auto_annotate_blueprint
 from backend.web.json_provider import OrjsonProvider
 from backend.web.protocol_routes import protocol_blueprint
+from backend.web.tryit_routes import tryit_blueprint
 from backend.wiring import build_backend
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
     app.register_blueprint(protocol_blueprint(settings, backend, images))
     app.register_blueprint(auto_annotate_blueprint(settings, backend.engine.model_id))
+    app.register_blueprint(tryit_blueprint(settings, backend))
     threading.Thread(target=_preload, args=(backend.engine,), name="model-load", daemon=True).start()
 
     @app.before_request

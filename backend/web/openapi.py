@@ -21,6 +21,7 @@ from backend.interactive.prompts import MAX_IMAGE_SIDE
 from backend.labelstudio.address import MAX_TOKEN_CHARS, MAX_URL_CHARS
 from backend.labelstudio.label_config import PROMPT_TYPES
 from backend.outputs import REGION_TYPES
+from backend.web.tryit_routes import ASSETS, TRY_DEFAULTS, TRY_OPTIONS
 
 _ERROR_STATUSES = {
     "400": "Malformed request: not a JSON object, wrong types, bad prompts or label config",
@@ -71,6 +72,8 @@ def _option_schema(option: Option, default: Any) -> dict[str, Any]:
     """One auto-annotate option as an OpenAPI 3.0 schema: what Option.parse accepts."""
     if option.kind is str:
         schema: dict[str, Any] = {"type": "string", **({"enum": list(option.choices)} if option.choices else {})}
+    elif option.kind is bool:
+        schema = {"type": "boolean"}
     else:
         schema = {"type": "integer" if option.kind is int else "number", "minimum": option.low, "maximum": option.high}
     if option.nullable:
@@ -78,12 +81,12 @@ def _option_schema(option: Option, default: Any) -> dict[str, Any]:
     return {**schema, "default": default, "description": option.description}
 
 
-def _options_schema() -> dict[str, Any]:
-    defaults = option_defaults()
+def _options_schema(options: dict[str, Option] = OPTIONS, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    defaults = {**option_defaults(), **(defaults or {})}
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {name: _option_schema(option, defaults[name]) for name, option in OPTIONS.items()},
+        "properties": {name: _option_schema(option, defaults[name]) for name, option in options.items()},
     }
 
 
@@ -263,6 +266,49 @@ _SCHEMAS: dict[str, Any] = {
             "options": _options_schema(),
         },
     },
+    "TryInfo": {
+        "type": "object",
+        "required": ["model_id", "model_loaded", "models", "embedding_cache", "automatic_masks"],
+        "properties": {
+            "model_id": _STRING,
+            "model_loaded": {"type": "boolean"},
+            "device": {"type": "string", "nullable": True, "description": "as loaded (auto resolved); null before"},
+            "precision": {"type": "string", "nullable": True},
+            "models": {
+                "type": "array",
+                "description": "every official model type; available: its checkpoint is in checkpoints/",
+                "items": {
+                    "type": "object",
+                    "required": ["model", "family", "available", "in_use"],
+                    "properties": {
+                        "model": _STRING,
+                        "family": _STRING,
+                        "checkpoint": {"type": "string", "nullable": True},
+                        "available": {"type": "boolean"},
+                        "in_use": {"type": "boolean"},
+                    },
+                },
+            },
+            "embedding_cache": {
+                "type": "object",
+                "properties": {
+                    "capacity_mb": {"type": "integer"},
+                    "redis": {"type": "boolean"},
+                    "lookups": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+            },
+            "max_request_bytes": {"type": "integer"},
+            "automatic_masks": {"type": "object", "description": "each option's bounds or choices"},
+        },
+    },
+    "TryAutomaticMasksRequest": {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "description": "a data: URI or an http(s) URL (fetched under the usual rules)"},
+            "options": _options_schema(TRY_OPTIONS, TRY_DEFAULTS),
+        },
+    },
     "AutoAnnotateStarted": {
         "type": "object",
         "required": ["run_id", "status_url"],
@@ -316,7 +362,21 @@ OPENAPI: dict[str, Any] = {
                 "responses": {**_ok("Health", "up"), **_errors(*_COMMON)},
             }
         },
-        "/": {"get": {"summary": "Same as /health", "responses": {**_ok("Health", "up"), **_errors(*_COMMON)}}},
+        "/": {
+            "get": {
+                "summary": "Same as /health; a browser (Accept: text/html first) gets the try-it page",
+                "responses": {
+                    "200": {
+                        "description": "up (JSON), or the try-it page (HTML)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Health"}},
+                            "text/html": {"schema": _STRING},
+                        },
+                    },
+                    **_errors(*_COMMON),
+                },
+            }
+        },
         "/setup": {
             "post": {
                 "summary": "LS connects: remembers hostname and access_token, answers the model version",
@@ -366,6 +426,44 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     **_ok("AutoAnnotateStarted", "run queued", "202"),
                     **_errors("400", "413", "422", "424", "503", *_COMMON),
+                },
+            }
+        },
+        "/try": {
+            "get": {
+                "summary": "The try-it page",
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {"schema": _STRING}}},
+                    **_errors(*_COMMON),
+                },
+            }
+        },
+        "/try/assets/{name}": {
+            "get": {
+                "summary": f"The try-it page's script and style ({', '.join(ASSETS)})",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STRING}],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {mimetype: {"schema": _STRING} for mimetype in ASSETS.values()},
+                    },
+                    **_errors(*_COMMON),
+                },
+            }
+        },
+        "/try/info": {
+            "get": {
+                "summary": "For the try-it page: device and precision in use, loadable models, embedding cache",
+                "responses": {**_ok("TryInfo", "what this deployment runs and could load"), **_errors(*_COMMON)},
+            }
+        },
+        "/try/automatic-masks": {
+            "post": {
+                "summary": "For the try-it page: automatic masks on one image, with bounded options, as LS regions",
+                "requestBody": _json_body("TryAutomaticMasksRequest"),
+                "responses": {
+                    **_ok("Prediction", "the masks as brush or polygon regions"),
+                    **_errors("400", "403", "413", "415", "422", "424", "503", *_COMMON),
                 },
             }
         },

@@ -1,12 +1,14 @@
 """The Label Studio ML backend protocol: /, /health, /setup, /versions, /predict, /webhook,
 plus /openapi.json and /metrics. What each route does with a request is the SamBackend's job
-(backend.interactive.model); here bodies are read and answers written."""
+(backend.interactive.model); here bodies are read and answers written. A browser asking for
+/ gets the try-it page instead of the health JSON (backend.web.tryit_routes)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
 from backend.errors import BadRequest
 from backend.images.source import LabelStudioImages
@@ -15,6 +17,7 @@ from backend.labelstudio.address import address_warnings
 from backend.settings import Settings
 from backend.web.openapi import openapi_spec
 from backend.web.request_body import json_object
+from backend.web.tryit_routes import page, wants_page
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
     @routes.get("/")
     @routes.get("/health")
     def health() -> tuple[Response, int]:
+        if request.path == "/" and wants_page(request.accept_mimetypes):  # a browser: the try-it page
+            return page(), 200
         engine = backend.engine
         body = dict(
             status="UP",
@@ -44,9 +49,12 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
             **engine.spec.info,
             warnings=warnings,
         )
+        status = 200
         if engine.load_error:  # LS then shows the backend as failing, with this message
-            return jsonify({**body, "status": "ERROR", "error": engine.load_error}), 503
-        return jsonify(body), 200
+            body, status = {**body, "status": "ERROR", "error": engine.load_error}, 503
+        response = jsonify(body)
+        response.vary.add("Accept")  # / answers the page or this JSON by it: caches must keep them apart
+        return response, status
 
     @routes.post("/setup")
     def setup() -> Response:
@@ -66,8 +74,12 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
         if not isinstance(params, dict):
             raise BadRequest("params must be an object")
         answer = backend.predict(body.get("tasks"), params.get("context"), label_config=body.get("label_config"))
-        g.log_fields = {**(answer.timings.log_fields() if answer.timings else {}), "tasks": len(answer.results)}
-        return jsonify(results=answer.results)
+        fields = answer.timings.log_fields() if answer.timings else {}
+        g.log_fields = {**fields, "tasks": len(answer.results)}
+        response = jsonify(results=answer.results)
+        if fields:  # a click: its timings for the try-it page, outside the body LS reads
+            response.headers["Server-Timing"] = server_timing(fields)
+        return response
 
     @routes.post("/webhook")
     def webhook() -> tuple[Response, int]:
@@ -84,3 +96,12 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
         return Response(metrics.render(), mimetype=metrics.content_type)
 
     return routes
+
+
+def server_timing(fields: Mapping[str, float | str]) -> str:
+    """A click's log fields as a Server-Timing header: seconds as `name;dur=<ms>`, the cache
+    level (local, redis, computed) as `cache;desc=<level>`."""
+    return ", ".join(
+        f"{name};dur={value * 1000:.1f}" if isinstance(value, float) else f"{name};desc={value}"
+        for name, value in fields.items()
+    )

@@ -18,6 +18,7 @@ other than data: / cloud (which go through the fake LS) are rewritten to an LS p
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import Counter
@@ -245,6 +246,10 @@ def valid_bodies() -> dict[str, dict]:
         "/setup": {**sample("setup_request.json"), "hostname": "http://ls.example"},
         "/webhook": {"action": "START_TRAINING", "project": {"id": 1, "title": "p"}},
         "/auto-annotate": {"project": 1, "tasks": [1], "options": {"points_per_side": 4, "max_masks": 3}},
+        "/try/automatic-masks": {
+            "image": "data:image/png;base64," + base64.b64encode(png(scene(W, H, [(50, 50, 12)], seed=5))).decode(),
+            "options": {"points_per_side": 4, "max_masks": 3},
+        },
     }
 
 
