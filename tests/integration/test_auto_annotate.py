@@ -141,7 +141,8 @@ def test_cli_run_then_rerun_leaves_one_prediction_per_task(
             np.testing.assert_array_equal(brush_mask(region), record["segmentation"])
     assert ours(ls, p["broken"], model_prefix) == []
 
-    again = run_cli(ls, redis_server, tiny_checkpoint, p["project"], options)
+    # "redo": label the done tasks again (without it a rerun resumes: it skips them).
+    again = run_cli(ls, redis_server, tiny_checkpoint, p["project"], {**options, "redo": True})
     assert again.returncode == 1, (again.stdout, again.stderr)
     for task_id in p["good"]:
         (prediction,) = ours(ls, task_id, model_prefix)  # replaced, not added

@@ -47,8 +47,8 @@ class FakeServer:
                 self.end_headers()
                 if server.cut_after is not None:
                     body = body[: server.cut_after]
+                server.bytes_sent += len(body)  # before writing: the client may finish reading first
                 self.wfile.write(body)
-                server.bytes_sent += len(body)
 
             def log_message(self, *args: object) -> None:
                 pass
