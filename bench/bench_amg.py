@@ -45,9 +45,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 from pycocotools import mask as coco_mask  # noqa: E402
 
 from sam_model.amg import AutomaticMaskGenerator  # noqa: E402
-from sam_model.amg.generator import LOW_RES_MARGIN, _CropDecoder  # noqa: E402
+from sam_model.amg.generator import LOW_RES_MARGIN  # noqa: E402
 from sam_model.amg.grid import point_grid  # noqa: E402
-from sam_model.common.transforms import scale_coords  # noqa: E402
+from sam_model.amg.masks import stability_score  # noqa: E402
 from tests.support.disc_model import disc_model  # noqa: E402
 
 THRESHOLDS = {
@@ -181,11 +181,12 @@ def agreement(predictor: Any, images: list[np.ndarray], pps: int) -> dict:
         )
         matched += pairs
         h, w = emb.original_size
-        points = scale_coords(point_grid(pps) * np.array([w, h]), emb.original_size, emb.input_size)
         with torch.inference_mode():
-            _, _, logits = _CropDecoder(exact_gen.sam, emb.features, exact_gen._dense_pe)(points)
-            low.append(exact_gen._low_res_stability(logits, emb.input_size))
-            full.append(exact_gen._full_res_masks(logits, emb.input_size, emb.original_size)[0])
+            decoder = exact_gen.predictor.grid_decoder(emb)
+            _, _, logits = decoder.decode(point_grid(pps) * np.array([w, h]), None)
+            cells = decoder.low_res_cells(logits)
+            low.append(stability_score(cells, exact_gen._threshold, exact_gen.stability_score_offset))
+            full.append(exact_gen._full_res_masks(decoder, logits, emb.original_size)[0])
     lo, ex = torch.cat(low).nan_to_num().numpy(), torch.cat(full).nan_to_num().numpy()
     gap = np.abs(lo - ex)
     per_threshold = {
