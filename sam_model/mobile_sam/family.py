@@ -1,19 +1,15 @@
 """MobileSAM (Zhang et al., 2023): SAM v1 with a TinyViT-5M encoder, the official `mobile_sam.pt`.
 
-Its prompt encoder, mask decoder and 256x64x64 embedding are SAM v1's, so SAM v1's predictor
-and automatic mask generator serve it unchanged.
+Its prompt encoder, mask decoder and 256x64x64 embedding are SAM v1's, so SAM v1's predictor,
+loading steps and automatic mask generator serve it unchanged.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from sam_model.common.decoding import Predictor
 from sam_model.common.family import Family, State
 from sam_model.mobile_sam.build import MODEL_TYPE, build_mobile_sam
 from sam_model.mobile_sam.tiny_vit import TINY_VIT_5M
-from sam_model.sam1.predictor import SamPredictor
-from sam_model.sam1.sam import Sam
+from sam_model.sam1.family import finish, predictor
 
 _ENCODER = "image_encoder."
 # SAM-HQ's light model also pairs TinyViT-5M with SAM v1's decoder, plus its HQ token.
@@ -38,16 +34,6 @@ def identify(state: State) -> str | None:
     stages = [_stage_shape(state, i) for i in range(len(TINY_VIT_5M.depths))]
     expected = list(zip(TINY_VIT_5M.embed_dims, TINY_VIT_5M.depths, strict=True))
     return MODEL_TYPE if stages == expected else None
-
-
-def finish(model: nn.Module) -> None:
-    """Pixel statistics are not in the file: make them real after a meta-device build."""
-    assert isinstance(model, Sam)
-    model.reset_pixel_stats("cpu")
-
-
-def predictor(model: nn.Module, model_id: str, precision: str, compile: bool) -> Predictor:
-    return SamPredictor(model, model_id, precision=precision, compile=compile)
 
 
 FAMILY = Family(

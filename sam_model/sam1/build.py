@@ -40,7 +40,13 @@ def build_sam(model_type: str) -> Sam:
         cfg = ENCODER_CONFIGS[model_type]
     except KeyError:
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(ENCODER_CONFIGS)}") from None
-    encoder = ImageEncoderViT(
+    encoder = build_image_encoder(cfg)
+    return Sam(encoder, build_prompt_encoder(), build_mask_decoder()).eval()
+
+
+def build_image_encoder(cfg: EncoderConfig, encoder: type[ImageEncoderViT] = ImageEncoderViT) -> ImageEncoderViT:
+    """SAM v1's ViT of one size; SAM-HQ passes its subclass that also returns early features."""
+    return encoder(
         img_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
         embed_dim=cfg.embed_dim,
@@ -52,7 +58,6 @@ def build_sam(model_type: str) -> Sam:
         window_size=14,
         global_attn_indexes=cfg.global_attn_indexes,
     )
-    return Sam(encoder, build_prompt_encoder(), build_mask_decoder()).eval()
 
 
 def build_prompt_encoder() -> PromptEncoder:

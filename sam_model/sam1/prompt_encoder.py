@@ -87,8 +87,10 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(coords, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == PAD_LABEL, self.not_a_point_embed.weight[0], emb)
-        emb = emb + torch.where(labels == 0, self.point_embeddings[0].weight[0], 0.0)
-        emb = emb + torch.where(labels == 1, self.point_embeddings[1].weight[0], 0.0)
+        # Label n takes point_embeddings[n]: 0/1 negative/positive; SAM 2 also sends box
+        # corners as points labelled 2/3 (v1 embeds its boxes apart, so they never occur there).
+        for value, table in enumerate(self.point_embeddings):
+            emb = emb + torch.where(labels == value, table.weight[0], 0.0)
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:

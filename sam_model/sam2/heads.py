@@ -16,8 +16,6 @@ from torch import nn
 
 from sam_model.common.layers import MLP, LayerNorm2d, transposed_conv_matrix
 from sam_model.sam1.mask_decoder import iou_above
-from sam_model.sam1.prompt_encoder import PAD_LABEL
-from sam_model.sam1.prompt_encoder import PromptEncoder as _V1PromptEncoder
 from sam_model.sam1.transformer import ImageContext, TwoWayTransformer
 
 # Tokens before the mask tokens: the object-score token (video only, but it takes part in
@@ -26,23 +24,6 @@ _IOU_TOKEN = 1
 _FIRST_MASK_TOKEN = 2
 # Image tokens per chunk while upscaling: keeps each chunk's intermediates in cache.
 _UPSCALE_CHUNK = 1024
-
-
-class PromptEncoder(_V1PromptEncoder):
-    """v1's encoder; labels 2 and 3 (box corners) get their corner embeddings as points."""
-
-    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        coords = coords + 0.5
-        if pad:
-            b = coords.shape[0]
-            coords = torch.cat([coords, coords.new_zeros(b, 1, 2)], dim=1)
-            labels = torch.cat([labels, labels.new_full((b, 1), PAD_LABEL)], dim=1)
-        emb = self.pe_layer.forward_with_coords(coords, self.input_image_size)
-        labels = labels[..., None]
-        emb = torch.where(labels == PAD_LABEL, self.not_a_point_embed.weight[0], emb)
-        for value, table in enumerate(self.point_embeddings):
-            emb = emb + torch.where(labels == value, table.weight[0], 0.0)
-        return emb
 
 
 def two_way_transformer(dim: int = 256) -> TwoWayTransformer:

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam_model.sam1.prompt_encoder import PromptEncoder
 from sam_model.sam2.config import IMAGE_SIZE, PROMPT_EMBED_DIM, SAM2_CONFIGS, Sam2Config
-from sam_model.sam2.heads import MaskDecoder, PromptEncoder
+from sam_model.sam2.heads import MaskDecoder
 from sam_model.sam2.hiera import ImageEncoder
 
 # Channels of the packed features: image embedding, then the stride-8 and stride-4 maps

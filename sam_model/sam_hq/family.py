@@ -14,6 +14,7 @@ from sam_model.common.decoding import Predictor
 from sam_model.common.family import Family, State
 from sam_model.mobile_sam.family import identify as mobile_sam_identify
 from sam_model.sam1.build import ENCODER_CONFIGS
+from sam_model.sam1.family import finish
 from sam_model.sam_hq.model import ENCODER_OF, LIGHT, SamHq, build_sam_hq
 from sam_model.sam_hq.predictor import SamHqPredictor
 
@@ -41,12 +42,6 @@ def identify(state: State) -> str | None:
         ),
         None,
     )
-
-
-def finish(model: nn.Module) -> None:
-    """Pixel statistics are not in the files: make them real after a meta-device build."""
-    assert isinstance(model, SamHq)
-    model.reset_pixel_stats("cpu")
 
 
 def predictor(model: nn.Module, model_id: str, precision: str, compile: bool) -> Predictor:

@@ -21,8 +21,8 @@ from sam_model.mobile_sam.tiny_vit import TINY_VIT_5M
 from sam_model.sam1.build import (
     ENCODER_CONFIGS,
     IMAGE_SIZE,
-    PATCH_SIZE,
     PROMPT_EMBED_DIM,
+    build_image_encoder,
     build_mask_decoder,
     build_prompt_encoder,
 )
@@ -74,18 +74,7 @@ def _encoder(model_type: str) -> tuple[nn.Module, int]:
         cfg = ENCODER_CONFIGS[ENCODER_OF[model_type]]
     except KeyError:
         raise ValueError(f"unknown SAM-HQ model type {model_type!r}; expected one of {list(MODEL_TYPES)}") from None
-    encoder = ImageEncoderViTHQ(
-        img_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=4.0,
-        out_chans=PROMPT_EMBED_DIM,
-        qkv_bias=True,
-        window_size=14,
-        global_attn_indexes=cfg.global_attn_indexes,
-    )
+    encoder = build_image_encoder(cfg, ImageEncoderViTHQ)
     return encoder, cfg.embed_dim
 
 
