@@ -28,14 +28,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.support.images import photo_like  # noqa: E402
+
 HEIGHT, WIDTH = 1000, 1500
-
-
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, (HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
-    return np.clip(smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
 
 
 def child(model_type: str, clicks: int) -> dict:
@@ -49,7 +44,7 @@ def child(model_type: str, clicks: int) -> dict:
         model = family.build(model_type).eval()
     params = sum(p.numel() for p in model.parameters())
     predictor = family.predictor(model, model_type, "fp32", False)
-    img = image()
+    img = photo_like(HEIGHT, WIDTH)
     point = dict(point_coords=np.array([[WIDTH * 0.4, HEIGHT * 0.55]]), point_labels=np.array([1]))
     predictor.decode(predictor.encode(img[:64, :64].copy()), **point, best_only=True)  # warm-up, not timed
     start = time.perf_counter()

@@ -32,18 +32,12 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 from sam_model.common.transforms import normalize_and_pad, resize_longest_side  # noqa: E402
 from sam_model.loading import load_sam  # noqa: E402
 from sam_model.mobile_sam import FAMILY  # noqa: E402
+from tests.support.images import photo_like  # noqa: E402
 from tests.support.oracle_mobile_sam import SamPredictor as RefPredictor  # noqa: E402
 from tests.support.oracle_mobile_sam import official_mobile_sam, save_official  # noqa: E402
 
 HEIGHT, WIDTH = 1000, 1500
 POINT = (np.array([[0.4 * WIDTH, 0.55 * HEIGHT]]), np.array([1]))
-
-
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, (HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
-    return np.clip(smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
 
 
 def best_of(rounds: int, sides: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -83,7 +77,7 @@ def main() -> None:
         path = save_official(ref, Path(tmp) / "mobile_sam_random.pt")
         ours = FAMILY.predictor(load_sam("mobile_sam", path, device="cpu"), "mobile_sam", "fp32", False)
     official = RefPredictor(ref)
-    img = image()
+    img = photo_like(HEIGHT, WIDTH)
     x = normalize_and_pad(resize_longest_side(img, 1024), ours.sam.pixel_mean, ours.sam.pixel_std, 1024)
 
     with torch.inference_mode():

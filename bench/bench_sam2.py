@@ -31,19 +31,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 
+from tests.support.images import photo_like  # noqa: E402
+
 HEIGHT, WIDTH = 1000, 1500
-
-
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, (HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
-    return np.clip(smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
 
 
 def child(impl: str, model_type: str, ckpt: str, out: str, clicks: int) -> None:
     """Load one side, encode the image once, click `clicks` times; report times and RSS."""
-    img = image()
+    img = photo_like(HEIGHT, WIDTH)
     rng = np.random.default_rng(1)
     points = [(np.array([[rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)]]), np.array([1])) for _ in range(clicks)]
     # Both sides get the allocator setting every serving process of ours has (CPU_MEMORY_KEEP_MB):

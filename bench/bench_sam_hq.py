@@ -30,16 +30,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle_stubs"))
 
 from sam_model.loading import load_sam  # noqa: E402
 from sam_model.sam_hq import SamHqPredictor, unpack  # noqa: E402
+from tests.support.images import photo_like  # noqa: E402
 from tests.support.oracle_sam_hq import OfficialHqPredictor, official_sam_hq, save_official  # noqa: E402
 
 HEIGHT, WIDTH = 1000, 1500
-
-
-def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, (HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
-    return np.clip(smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -73,7 +67,7 @@ def main() -> None:
         f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, "
         f"{args.model}, {WIDTH}x{HEIGHT}"
     )
-    img = image()
+    img = photo_like(HEIGHT, WIDTH)
     rng = np.random.default_rng(1)
     points = [np.array([[rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)]]) for _ in range(args.clicks + 1)]
     label = np.array([1])

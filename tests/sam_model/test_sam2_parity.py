@@ -22,6 +22,7 @@ from sam_model.families import identify
 from sam_model.loading import load_sam
 from sam_model.sam2 import SAM2_MODEL_TYPES, Sam2Predictor, build_sam2, pack, unpack
 from sam_model.sam2.family import VIDEO_ONLY
+from tests.support.images import photo_like
 from tests.support.masks import iou
 from tests.support.oracle_sam2 import official_config, official_sam2, save_official
 
@@ -31,15 +32,6 @@ LOGIT_ATOL = 1e-3
 MIN_IOU = 0.999
 TINY = "sam2.1_hiera_tiny"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def sample_image(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth blobs plus noise: structure for the encoder, detail for the antialiased resize."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, (h, w), mode="bilinear", align_corners=False)[0]
-    noisy = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (h, w, 3))
-    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def state_of(path: Path) -> dict[str, torch.Tensor]:
@@ -128,7 +120,7 @@ def check_parity(ref: SAM2ImagePredictor, ours: Sam2Predictor, image: np.ndarray
 
 def test_tiny_matches_official_on_every_prompt_kind(tiny: tuple) -> None:
     ref, ours, _ = tiny
-    check_parity(ref, ours, sample_image(1000, 1500, seed=1), all_prompts=True)
+    check_parity(ref, ours, photo_like(1000, 1500, seed=1), all_prompts=True)
 
 
 @pytest.mark.parametrize(
@@ -136,14 +128,14 @@ def test_tiny_matches_official_on_every_prompt_kind(tiny: tuple) -> None:
 )
 def test_tiny_matches_official_on_image_shapes(tiny: tuple, h: int, w: int) -> None:
     ref, ours, _ = tiny
-    check_parity(ref, ours, sample_image(h, w, seed=h * w), all_prompts=False)
+    check_parity(ref, ours, photo_like(h, w, seed=h * w), all_prompts=False)
 
 
 @pytest.mark.slow
 def test_tiny_matches_official_on_a_large_photo(tiny: tuple) -> None:
     """Strong antialiased downscaling (4000x3000) and a long final upscale."""
     ref, ours, _ = tiny
-    check_parity(ref, ours, sample_image(3000, 4000, seed=7), all_prompts=False)
+    check_parity(ref, ours, photo_like(3000, 4000, seed=7), all_prompts=False)
 
 
 @pytest.mark.parametrize("thresh, branch", [(0.0, "single token"), (2.0, "best multimask")])
@@ -153,7 +145,7 @@ def test_single_mask_stability_fallback_matches_both_ways(tiny: tuple, thresh: f
     ref_decoder, our_decoder = ref.model.sam_mask_decoder, ours.model.sam_mask_decoder
     before = ref_decoder.dynamic_multimask_stability_thresh
     assert (before, our_decoder.stability_thresh, our_decoder.stability_delta) == (0.98, 0.98, 0.05)
-    image = sample_image(300, 400, seed=11)
+    image = photo_like(300, 400, seed=11)
     ref.set_image(image)
     emb = ours.encode(image)
     point = prompts(300, 400)["point"]
@@ -174,7 +166,7 @@ def test_single_mask_stability_fallback_matches_both_ways(tiny: tuple, thresh: f
 def test_confident_logits_are_clamped_like_official(tiny: tuple) -> None:
     """Hypernetworks scaled up on both sides push logits past +-32, where both clamp."""
     ref, ours, _ = tiny
-    image = sample_image(200, 300, seed=12)
+    image = photo_like(200, 300, seed=12)
     ref.set_image(image)
     emb = ours.encode(image)
     layers = [
@@ -201,7 +193,7 @@ def test_confident_logits_are_clamped_like_official(tiny: tuple) -> None:
 def test_different_prompts_give_different_masks(tiny: tuple) -> None:
     """The IoU bar discriminates: two clicks far apart must not pass as 'the same mask'."""
     _, ours, _ = tiny
-    emb = ours.encode(sample_image(240, 320, seed=2))
+    emb = ours.encode(photo_like(240, 320, seed=2))
     a = ours.decode(emb, np.array([[40, 40]]), np.array([1]), best_only=True)
     b = ours.decode(emb, np.array([[280, 200]]), np.array([1]), best_only=True)
     assert iou(a.masks[0], b.masks[0]) < MIN_IOU
@@ -217,9 +209,7 @@ def test_larger_sizes_match_official(model_type: str) -> None:
     wanted = model.state_dict()
     state = {k: v for k, v in ref.state_dict().items() if k in wanted}
     model.load_state_dict(state, strict=True, assign=True)
-    check_parity(
-        SAM2ImagePredictor(ref), Sam2Predictor(model.eval(), model_type), sample_image(600, 800, seed=4), False
-    )
+    check_parity(SAM2ImagePredictor(ref), Sam2Predictor(model.eval(), model_type), photo_like(600, 800, seed=4), False)
 
 
 @pytest.mark.parametrize("model_type", SAM2_MODEL_TYPES)
@@ -316,7 +306,7 @@ def test_pack_round_trip_is_exact() -> None:
 
 @pytest.fixture(scope="module")
 def embedding(tiny: tuple) -> ImageEmbedding:
-    return tiny[1].encode(sample_image(120, 160, seed=5))
+    return tiny[1].encode(photo_like(120, 160, seed=5))
 
 
 def test_embedding_bytes_round_trip(tiny: tuple, embedding: ImageEmbedding) -> None:
@@ -335,7 +325,7 @@ def test_embedding_bytes_round_trip(tiny: tuple, embedding: ImageEmbedding) -> N
 def test_bf16_on_cpu_when_asked(tiny: tuple, embedding: ImageEmbedding) -> None:
     ours = tiny[1]
     bf16 = Sam2Predictor(ours.model, ours.model_id, precision="bf16")
-    emb = bf16.encode(sample_image(120, 160, seed=5))
+    emb = bf16.encode(photo_like(120, 160, seed=5))
     assert emb.features.dtype == torch.float32
     a, b = embedding.features.double().flatten(), emb.features.double().flatten()
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
@@ -350,7 +340,7 @@ def test_bf16_on_cpu_when_asked(tiny: tuple, embedding: ImageEmbedding) -> None:
 def test_concurrent_decodes_match_serial(tiny: tuple, embedding: ImageEmbedding) -> None:
     """No hidden per-image state: threads on different images get their own answers."""
     ours = tiny[1]
-    embs = [embedding, ours.encode(sample_image(90, 200, seed=6))]
+    embs = [embedding, ours.encode(photo_like(90, 200, seed=6))]
     point = {"point_coords": np.array([[50, 40]]), "point_labels": np.array([1])}
     serial = [ours.decode(e, **point).masks for e in embs]
     with ThreadPoolExecutor(max_workers=2) as pool:

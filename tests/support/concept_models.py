@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tests.support.images import photo_like
+
 KINDS = ("grounding-dino", "sam3")
 # BERT's ids for the tokens Grounding DINO hard-codes as phrase delimiters (SPECIAL_TOKENS).
 BERT_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
@@ -47,15 +49,6 @@ GDINO_PROMPTS = (
 SAM3_PROMPTS = ("cat", "red car", "a zebra")
 IMAGE_SIZES = {"grounding-dino": ((45, 70), (70, 45)), "sam3": ((40, 60), (57, 33))}
 EXEMPLAR = (6.0, 8.0, 30.0, 27.0)
-
-
-def sample_image(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth blobs plus noise, HxWx3 uint8."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
-    smooth = F.interpolate(coarse, (h, w), mode="bilinear", align_corners=False)[0]
-    noisy = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (h, w, 3))
-    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def randomize(model: torch.nn.Module, seed: int, std: float = 0.05, norm_scale: float = 1.0) -> None:
@@ -359,7 +352,7 @@ def run_grounding_dino(out: Path, record: Recorder) -> None:
     record.facts["loading_info"] = {k: sorted(map(str, v)) for k, v in info.items()}
     passes = count_calls(engine.backbone.inner.conv_encoder)
     (h, w), other_size = IMAGE_SIZES["grounding-dino"]
-    image, other = sample_image(h, w, 1), sample_image(*other_size, 2)
+    image, other = photo_like(h, w, 1), photo_like(*other_size, 2)
     prompts = list(GDINO_PROMPTS)
 
     # The library, one caption per group of prompts that fits max_text_len, as its docs call it.
@@ -432,7 +425,7 @@ def run_sam3(out: Path, record: Recorder) -> None:
     record.facts["loading_info"] = {k: sorted(map(str, v)) for k, v in info.items()}
     passes = count_calls(engine.model.vision_encoder.backbone)
     (h, w), other_size = IMAGE_SIZES["sam3"]
-    image, other = sample_image(h, w, 1), sample_image(*other_size, 2)
+    image, other = photo_like(h, w, 1), photo_like(*other_size, 2)
     prompts = list(SAM3_PROMPTS)
 
     direct = []

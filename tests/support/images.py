@@ -25,3 +25,16 @@ def png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour blobs plus noise, HxWx3 uint8: structure for an encoder, detail for the
+    antialiased resizes (the parity tests' and the model benchmarks' input)."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 5, 7)).astype(np.float32))
+    smooth = F.interpolate(coarse, (height, width), mode="bilinear", align_corners=False)[0]
+    noisy = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 20, (height, width, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)

@@ -2,7 +2,8 @@
 
 Shared by the parity tests and the benchmarks: both compare ours with the reference on
 exactly these weights. The official init leaves rel-pos tables and pos_embed at zero and
-LayerNorms at identity; randomising all of them makes parity exercise those paths. Import
+LayerNorms at identity; randomising all of them makes parity exercise those paths.
+`randomize` does it for every family's oracle. Import
 after tests/oracle_stubs is on sys.path (tests/conftest.py and bench/ scripts do that).
 """
 
@@ -24,11 +25,24 @@ def official_sam(model_type: str, seed: int = 0, std: float = 0.05) -> torch.nn.
         encoder_num_heads=cfg.num_heads,
         encoder_global_attn_indexes=list(cfg.global_attn_indexes),
     )
+    return randomize(ref, std)
+
+
+def randomize(model: torch.nn.Module, std: float) -> torch.nn.Module:
+    """Every parameter of an official model random, in place, and the model in eval mode.
+
+    Norm scales (LayerNorm, BatchNorm: "Norm" in the class name) near 1 keep activations
+    O(1); BatchNorm running statistics are random too. eval() comes last: TinyViT's attention
+    caches its bias table from the weights when it leaves training mode.
+    """
     with torch.no_grad():
-        for module in ref.modules():
+        for module in model.modules():
             for name, p in module.named_parameters(recurse=False):
-                if name == "weight" and "LayerNorm" in type(module).__name__:
+                if name == "weight" and "Norm" in type(module).__name__:
                     p.copy_(1 + 0.1 * torch.randn_like(p))
                 else:
                     p.normal_(0, std)
-    return ref.eval()
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, std)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()

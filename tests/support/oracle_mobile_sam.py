@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from tests.support.oracle import randomize
+
 with warnings.catch_warnings():
     # timm's deprecated import path and MobileSAM re-registering timm's TinyViT names.
     warnings.simplefilter("ignore", FutureWarning)
@@ -30,19 +32,7 @@ __all__ = ["SamAutomaticMaskGenerator", "SamPredictor", "official_mobile_sam", "
 def official_mobile_sam(seed: int = 0, std: float = 0.05) -> torch.nn.Module:
     """The reference Sam as `build_sam_vit_t` makes it, every parameter and BN statistic random."""
     torch.manual_seed(seed)
-    ref = build_sam_vit_t()
-    with torch.no_grad():
-        for module in ref.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if name == "weight" and "Norm" in type(module).__name__:
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
-                else:
-                    p.normal_(0, std)
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    # eval() is what makes TinyViT's attention cache its bias table (`ab`) from the new weights.
-    return ref.eval()
+    return randomize(build_sam_vit_t(), std)
 
 
 def save_official(ref: torch.nn.Module, path: Path) -> Path:

@@ -14,6 +14,7 @@ import torch
 from sam2.build_sam import build_sam2
 
 from sam_model.sam2 import SAM2_CONFIGS
+from tests.support.oracle import randomize
 
 _YAML_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
 
@@ -29,14 +30,7 @@ def official_sam2(model_type: str, seed: int = 0, std: float = 0.05) -> torch.nn
     """SAM2Base as `build_sam2` makes it (post-processing on), every parameter random."""
     ref = build_sam2(official_config(model_type), ckpt_path=None, device="cpu")
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for module in ref.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if name == "weight" and "Norm" in type(module).__name__:
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
-                else:
-                    p.normal_(0, std)
-    return ref.eval()
+    return randomize(ref, std)
 
 
 def save_official(ref: torch.nn.Module, path: Path) -> Path:

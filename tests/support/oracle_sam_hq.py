@@ -18,6 +18,7 @@ from torch import nn
 
 from sam_model.sam1.build import ENCODER_CONFIGS
 from sam_model.sam_hq import ENCODER_OF, LIGHT
+from tests.support.oracle import randomize
 
 # Real timm warns that the package imports its deprecated paths and re-registers timm's own
 # TinyViT names; neither matters to the oracle.
@@ -50,19 +51,7 @@ def official_sam_hq(model_type: str, seed: int = 0, std: float = 0.05) -> nn.Mod
 
     Seeded before building: the prompt encoder's Gaussian matrix is a buffer drawn at init."""
     torch.manual_seed(seed)
-    ref = official_build(model_type)
-    with torch.no_grad():
-        for module in ref.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if name == "weight" and "Norm" in type(module).__name__:
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
-                else:
-                    p.normal_(0, std)
-            if isinstance(module, nn.BatchNorm2d):  # Light HQ-SAM's TinyViT: running statistics too
-                module.running_mean.normal_(0, std)
-                module.running_var.uniform_(0.5, 1.5)
-    # eval() last: TinyViT's attention caches its (now random) biases when leaving training mode.
-    return ref.eval()
+    return randomize(official_build(model_type), std)
 
 
 def save_official(ref: nn.Module, path: Path) -> Path:
