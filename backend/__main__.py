@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from backend.autoannotate.annotator import ModelIds
+from backend.concepts.service import concept_spec
 from backend.engines.engine import engine_spec
 from backend.errors import BackendError
 from backend.settings import Settings
@@ -40,14 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every task of the project")
     run.add_argument(
         "--mode",
-        choices=("masks", "embeddings"),
+        choices=("masks", "embeddings", "concepts"),
         default="masks",
-        help="embeddings: only warm the cache so the first clicks are instant",
+        help="embeddings: only warm the cache so the first clicks are instant; "
+        "concepts: each label as a text prompt (needs CONCEPT_ENGINE)",
     )
     run.add_argument("--output", choices=("brush", "polygon", "rectangle"))
     run.add_argument("--label")
     run.add_argument("--max-masks", type=int)
-    run.add_argument("--options", default="{}", help="more AMG options as JSON, e.g. '{\"points_per_side\": 16}'")
+    run.add_argument(
+        "--options",
+        default="{}",
+        help='more options as JSON, e.g. \'{"points_per_side": 16}\' or \'{"prompts": {"Car": "car . truck"}}\'',
+    )
     run.add_argument("--local", action="store_true", help="label in this process instead of RQ workers")
     return parser
 
@@ -78,12 +85,12 @@ def _follow(progress: RunProgress, run_id: str) -> dict[str, Any]:
             time.sleep(POLL_S)
 
 
-def _run_local(settings: Settings, args: argparse.Namespace, model_id: str) -> dict[str, Any]:
+def _run_local(settings: Settings, args: argparse.Namespace, models: ModelIds) -> dict[str, Any]:
     from backend.autoannotate.runs import make_spec, parse_task_selection
     from backend.autoannotate.worker import Runtime
 
     runtime = Runtime(settings)
-    spec = make_spec(runtime.ls, model_id, args.project, _options(args))
+    spec = make_spec(runtime.ls, models, args.project, _options(args))
     selection = parse_task_selection([int(t) for t in args.tasks.split(",")] if args.tasks else "all")
     task_ids = selection if selection is not None else [int(t["id"]) for t in runtime.ls.list_tasks(args.project)]
     errors = []
@@ -96,9 +103,9 @@ def _run_local(settings: Settings, args: argparse.Namespace, model_id: str) -> d
 
 
 def _auto_annotate(settings: Settings, args: argparse.Namespace) -> int:
-    model_id = engine_spec(settings).model_id
+    models = ModelIds.of(engine_spec(settings).model_id, concept_spec(settings))
     if args.local or not settings.job_redis_url:
-        status = _run_local(settings, args, model_id)
+        status = _run_local(settings, args, models)
     else:
         from backend.autoannotate.progress import RunProgress
         from backend.autoannotate.runs import (
@@ -109,7 +116,7 @@ def _auto_annotate(settings: Settings, args: argparse.Namespace) -> int:
 
         queue_redis = QueueRedis(settings, timeout_s=BATCH_REDIS_TIMEOUT_S)
         tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else "all"
-        run_id = start_run(settings, queue_redis, model_id, args.project, tasks, _options(args))
+        run_id = start_run(settings, queue_redis, models, args.project, tasks, _options(args))
         print(f"started auto-annotate run {run_id}; workers: python -m backend worker", file=sys.stderr)
         with queue_redis.connection() as connection:
             status = _follow(RunProgress(connection), run_id)

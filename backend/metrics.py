@@ -29,7 +29,8 @@ class Metrics:
         )
         self.cache = Counter(
             "sam_embedding_cache_total",
-            "Embedding lookups by level: local/redis are hits, computed is a miss",
+            "Embedding (and, source=concept-features, concept feature) lookups by level: local/redis are hits, "
+            "computed is a miss",
             ["level", "source"],
             registry=r,
         )

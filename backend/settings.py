@@ -33,6 +33,14 @@ class Settings:
     sam_quantize: str = "none"  # none | int8 (CPU encoder only)
     encode_batch_size: int = 0  # new images encoded together: 0 = auto (8 on a GPU, off on CPU), 1 = off
     encode_batch_window_ms: float = 5.0  # how long a new image waits for batch-mates
+    # Concept engine: label names and typed phrases as prompts (README: labelled pre-annotation)
+    concept_engine: str = "none"  # none | grounding-dino | sam3
+    concept_model: str = ""  # local folder or Hugging Face id; default: the engine's public model
+    concept_download: bool = False  # fetch CONCEPT_MODEL from the Hugging Face hub when not cached
+    hf_token: str = ""  # Hugging Face token for gated weights (facebook/sam3), used only to download
+    concept_cache_mb: int = 256  # image features kept in this process (Redis holds them too)
+    concept_score_threshold: str = ""  # default instance cut-off (runs may set theirs); empty: the engine's
+    find_similar_control: str = "similar"  # the smart RectangleLabels whose box means "find all like this"
     # Label Studio
     label_studio_url: str = ""
     label_studio_api_key: str = ""

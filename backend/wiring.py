@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from backend.allocator import keep_freed_memory
 from backend.cache import EmbeddingCache
+from backend.cache.embeddings import FEATURES
 from backend.cache.logits import LogitsStore
+from backend.concepts.labeller import ConceptLabeller
+from backend.concepts.service import ConceptService, concept_spec, features_check
 from backend.engines.engine import Batching, Engine, ServingEngine, engine_spec, spec_for
 from backend.errors import BadRequest
 from backend.images.source import LabelStudioImages
@@ -69,7 +72,22 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
         warm_queue_size=settings.warm_queue_size,
         warm_on_predict=settings.warm_on_predict,
         region_options={"tolerance_px": settings.polygon_tolerance_px, "min_area_px": settings.polygon_min_area_px},
+        find_similar_control=settings.find_similar_control,
     )
+    concepts = concept_spec(settings)
+    if concepts is not None:
+        features = EmbeddingCache(
+            settings.concept_cache_mb * 2**20,
+            settings.redis_url,
+            ttl_s=settings.embedding_ttl_s,
+            lock_timeout_s=settings.embedding_lock_timeout_s,
+            codec=FEATURES,
+            key_prefix="sam:cft:",
+            check=features_check(concepts.model_id),
+            max_pixels=settings.max_image_pixels,
+            on_reject=metrics.cache_rejected.labels(kind="concept_features").inc,
+        )
+        backend.concepts = ConceptLabeller(backend, ConceptService(concepts, features))
     return backend, images
 
 

@@ -11,11 +11,14 @@ import inspect
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from backend.concepts.labeller import Selection
+from backend.concepts.labelling import check_label_thresholds, label_phrases
+from backend.concepts.service import ConceptSpec
 from backend.errors import BackendError, BadRequest, Unprocessable
 from backend.interactive.model import SamBackend
 from backend.labelstudio.label_config import OUTPUT_TAG_TYPES, LabelConfig, OutputTarget, choose_output
@@ -23,12 +26,14 @@ from backend.outputs import OUTPUT_TAGS, OUTPUT_TYPES, OutputType, mask_to_regio
 from backend.validation import number
 from sam_model.amg import AutomaticMaskGenerator
 from sam_model.amg.generator import MODES as AMG_MODES
+from sam_model.concepts import Thresholds
 
 log = logging.getLogger(__name__)
 
 LS_ID_MAX = 2**63 - 1  # LS keeps ids in 64-bit database columns
 
-MODES = ("masks", "embeddings")
+MODES = ("masks", "embeddings", "concepts")
+MAX_MAPPED_LABELS = 1000  # entries of a per-label option ('prompts', 'thresholds')
 
 
 @dataclass(frozen=True)
@@ -36,17 +41,20 @@ class Option:
     """What one user-settable option accepts. parse_options validates with it and the OpenAPI
     description is generated from it (backend.web.openapi), so the two cannot disagree."""
 
-    kind: type  # int, float, bool or str
-    low: float = 0  # int and float: the bounds, inclusive (validation.number)
+    kind: type  # int, float, bool, str, or dict (label -> `values`)
+    low: float = 0  # int and float (and dict of float): the bounds, inclusive (validation.number)
     high: float = 0
     choices: tuple[str, ...] = ()  # str: the allowed values; empty: any string
-    nullable: bool = False  # null means "decide from the label config"
+    nullable: bool = False  # null means "decide from the label config" (or the engine)
     description: str = ""
+    values: type = str  # dict: the type of its values, str or float
 
     def parse(self, name: str, value: Any) -> Any:
         """The value as the run uses it, or a 400 naming the option."""
         if value is None and self.nullable:
             return None
+        if self.kind is dict:
+            return self._parse_mapping(name, value)
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise BadRequest(f"option {name!r} must be true or false, got {value!r}", self.description)
@@ -58,6 +66,23 @@ class Option:
         if not isinstance(value, str):
             raise BadRequest(f"option {name!r} must be a string, got {type(value).__name__}", self.description)
         return value
+
+    def _parse_mapping(self, name: str, value: Any) -> dict[str, Any]:
+        """A JSON object from label names to strings or numbers (whether the labels exist is
+        checked against the label config when the run starts)."""
+        if not isinstance(value, dict) or len(value) > MAX_MAPPED_LABELS:
+            raise BadRequest(
+                f"option {name!r} must be an object of at most {MAX_MAPPED_LABELS} labels", self.description
+            )
+        parsed = {}
+        for label, item in value.items():
+            if self.values is str:
+                if not isinstance(item, str):
+                    raise BadRequest(f"option {name!r}: the value of {label!r} must be a string", self.description)
+                parsed[label] = item
+            else:
+                parsed[label] = number(item, f"option {name!r}: the value of {label!r}", self.low, self.high)
+        return parsed
 
 
 # The options of a run itself (AutoAnnotateOptions' fields but `amg`; their defaults are its defaults).
@@ -76,6 +101,19 @@ RUN_OPTIONS: dict[str, Option] = {
         bool, description="false: tasks that already hold this run's prediction (same model and settings) are skipped"
     ),
 }
+# The options of the concepts mode (labels as text prompts; backend.concepts.labelling).
+CONCEPT_OPTIONS: dict[str, Option] = {
+    "prompts": Option(
+        dict, description='concepts: phrases per label instead of its name, "." between phrases: {"Car": "car . truck"}'
+    ),
+    "score_threshold": Option(
+        float, 0.0, 1.0, nullable=True, description="concepts: instances scoring lower are dropped; null: the engine's"
+    ),
+    "thresholds": Option(dict, 0.0, 1.0, values=float, description="concepts: a score threshold per label"),
+    "overlap_iou": Option(
+        float, 0.0, 1.0, description="concepts: of two instances whose boxes overlap more, the lower-scoring is dropped"
+    ),
+}
 # AutomaticMaskGenerator's parameters users may set (defaults: the generator's, the reference's).
 AMG_OPTIONS: dict[str, Option] = {
     "points_per_side": Option(int, 1, 128, description="the point grid is points_per_side squared"),
@@ -90,12 +128,13 @@ AMG_OPTIONS: dict[str, Option] = {
     "crop_n_points_downscale_factor": Option(int, 1, 8, description="points per side shrink by this per layer"),
     "min_mask_region_area": Option(int, 0, 10**8, description="holes and islands under this many pixels removed"),
 }
-OPTIONS: dict[str, Option] = {**RUN_OPTIONS, **AMG_OPTIONS}
+OPTIONS: dict[str, Option] = {**RUN_OPTIONS, **CONCEPT_OPTIONS, **AMG_OPTIONS}
 
 
 @dataclass(frozen=True)
 class AutoAnnotateOptions:
-    """What one auto-annotate run does to each task (RUN_OPTIONS says what each field means).
+    """What one auto-annotate run does to each task (RUN_OPTIONS and CONCEPT_OPTIONS say what
+    each field means).
 
     `amg` holds only the AMG_OPTIONS that were sent: the generator's defaults (the
     reference's) fill in the rest, and model_version names only what was chosen.
@@ -108,13 +147,22 @@ class AutoAnnotateOptions:
     min_area: int = 0
     amg_mode: str = "fast"
     redo: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    score_threshold: float | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    overlap_iou: float = 0.7
     amg: dict[str, Any] = field(default_factory=dict)
 
     def model_version(self, model_id: str) -> str:
-        """Names the model and every setting that changes the regions, so reruns replace, not duplicate."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("mode", "redo")}
+        """Names the model and every setting that changes the regions, so reruns replace, not duplicate.
+
+        `model_id` is what `ModelIds.for_mode` names for this mode; only the settings of the
+        mode count (an AMG run's name does not change with concept options, nor the reverse)."""
+        ignored = {"mode", "redo", *(("amg_mode", "amg") if self.mode == "concepts" else CONCEPT_OPTIONS)}
+        settings = {k: v for k, v in asdict(self).items() if k not in ignored}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{model_id}-amg-{self.amg_mode}-{digest}"
+        kind = "concepts" if self.mode == "concepts" else f"amg-{self.amg_mode}"
+        return f"{model_id}-{kind}-{digest}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,7 +171,11 @@ class AutoAnnotateOptions:
 def option_defaults() -> dict[str, Any]:
     """What each option is when not sent: AutoAnnotateOptions' defaults, and the generator's
     own for AMG parameters (read from its signature, so they are stated once)."""
-    own = {f.name: f.default for f in fields(AutoAnnotateOptions) if f.name in RUN_OPTIONS}
+    own = {
+        f.name: f.default_factory() if f.default is MISSING else f.default
+        for f in fields(AutoAnnotateOptions)
+        if f.name in RUN_OPTIONS or f.name in CONCEPT_OPTIONS
+    }
     generator = inspect.signature(AutomaticMaskGenerator).parameters
     return {**own, **{name: generator[name].default for name in AMG_OPTIONS}}
 
@@ -148,6 +200,51 @@ def options_from_setting(raw: str) -> AutoAnnotateOptions:
         return parse_options(json.loads(raw) if raw.strip() else None)
     except (json.JSONDecodeError, BadRequest) as exc:
         raise ValueError(f"AUTO_ANNOTATE_OPTIONS={raw!r} is invalid: {getattr(exc, 'message', exc)}") from None
+
+
+@dataclass(frozen=True)
+class ModelIds:
+    """The models whose predictions a run posts, by mode: what its model_version names."""
+
+    sam: str  # the served SAM model
+    concepts: str | None = None  # what CONCEPT_ENGINE's predictions are named by, None when it is off
+
+    @classmethod
+    def of(cls, sam: str, concepts: ConceptSpec | None) -> ModelIds:
+        return cls(sam, None if concepts is None else concepts.predictions_id(sam))
+
+    def for_mode(self, mode: str) -> str:
+        if mode != "concepts":
+            return self.sam
+        if self.concepts is None:
+            raise Unprocessable(
+                "the concepts mode needs a concept engine, and CONCEPT_ENGINE is none",
+                "set CONCEPT_ENGINE=grounding-dino (or sam3) for the backend and its workers",
+            )
+        return self.concepts
+
+
+def check_concepts(options: AutoAnnotateOptions, labels: tuple[str, ...]) -> None:
+    """A concepts run's label options against the output control's labels: a 400 before any task runs."""
+    if options.mode == "concepts":
+        label_phrases(labels, options.prompts)
+        check_label_thresholds(labels, options.thresholds)
+
+
+def selection_for(options: AutoAnnotateOptions, labels: tuple[str, ...], engine_default: Thresholds) -> Selection:
+    """Which instances of a concepts run become regions: per-label, run-wide, or the engine's threshold."""
+    default = engine_default.score if options.score_threshold is None else options.score_threshold
+
+    def threshold_of(label: str) -> float:
+        return options.thresholds.get(label, default)
+
+    return Selection(
+        threshold_of,
+        min(threshold_of(label) for label in labels),
+        overlap_iou=options.overlap_iou,
+        max_regions=options.max_masks,
+        min_area=options.min_area,
+    )
 
 
 def output_for(config: LabelConfig, options: AutoAnnotateOptions) -> tuple[OutputTarget, str]:
@@ -231,12 +328,20 @@ class RunSpec:
     target: OutputTarget
     value_key: str  # the task.data key of the image
     model_version: str  # what the starting backend's model names its predictions: for reading run records
+    labels: tuple[str, ...]  # the output control's labels: the concepts mode's prompts
 
     @classmethod
     def create(
-        cls, project: int, options: AutoAnnotateOptions, target: OutputTarget, value_key: str, model_id: str
+        cls,
+        project: int,
+        options: AutoAnnotateOptions,
+        target: OutputTarget,
+        value_key: str,
+        models: ModelIds,
+        labels: tuple[str, ...],
     ) -> RunSpec:
-        return cls(project, options, target, value_key, options.model_version(model_id))
+        check_concepts(options, labels)
+        return cls(project, options, target, value_key, options.model_version(models.for_mode(options.mode)), labels)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -246,6 +351,7 @@ class RunSpec:
                 "target": asdict(self.target),
                 "value_key": self.value_key,
                 "model_version": self.model_version,
+                "labels": list(self.labels),
             }
         )
 
@@ -276,7 +382,12 @@ class RunSpec:
             raise _invalid("'target' is not an output control")
         if not all(isinstance(data[k], str) and data[k] for k in ("value_key", "model_version")):
             raise _invalid("'value_key' and 'model_version' must be non-empty strings")
-        return cls(data["project"], parsed, OutputTarget(**target), data["value_key"], data["model_version"])
+        labels = data["labels"]
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise _invalid("'labels' must be a list of strings")
+        return cls(
+            data["project"], parsed, OutputTarget(**target), data["value_key"], data["model_version"], tuple(labels)
+        )
 
 
 _SPEC_KEYS = {f.name for f in fields(RunSpec)}
@@ -300,15 +411,34 @@ class AutoAnnotator:
     def __init__(self, backend: SamBackend):
         self.backend = backend
 
+    @property
+    def model_ids(self) -> ModelIds:
+        labeller = self.backend.concepts
+        if labeller is None:
+            return ModelIds(self.backend.engine.model_id)
+        return ModelIds.of(self.backend.engine.model_id, labeller.concepts.spec)
+
+    def model_version(self, options: AutoAnnotateOptions) -> str:
+        return options.model_version(self.model_ids.for_mode(options.mode))
+
     def warm(self, task: dict, value_key: str) -> str:
         """Make sure the task image's embedding is cached; returns where it came from."""
         ref = self.backend.images.resolve(task, value_key)
         _, spent = self.backend.embedding(ref, "auto-annotate")
         return spent.cache
 
-    def annotate(self, task: dict, target: OutputTarget, value_key: str, options: AutoAnnotateOptions) -> dict:
-        """One LS prediction ({"result", "score", "model_version"}) holding the task's AMG regions."""
-        from sam_model.amg import AutomaticMaskGenerator
+    def annotate(
+        self,
+        task: dict,
+        target: OutputTarget,
+        value_key: str,
+        options: AutoAnnotateOptions,
+        labels: tuple[str, ...] = (),
+    ) -> dict:
+        """One LS prediction ({"result", "score", "model_version"}) holding the task's regions:
+        AMG's, or in the concepts mode the instances of every label in `labels`."""
+        if options.mode == "concepts":
+            return self._annotate_concepts(task, target, value_key, options, labels)
 
         engine = self.backend.engine.load()
         if not hasattr(engine, "grid_decoder"):
@@ -324,7 +454,20 @@ class AutoAnnotator:
         masks = generator.generate(image, embedding=embedding)
         height, width = image.shape[:2]
         regions, score = masks_to_prediction(masks, target, options, width, height, self.backend.region_options)
-        return {"result": regions, "score": score, "model_version": options.model_version(engine.model_id)}
+        return {"result": regions, "score": score, "model_version": self.model_version(options)}
+
+    def _annotate_concepts(
+        self, task: dict, target: OutputTarget, value_key: str, options: AutoAnnotateOptions, labels: tuple[str, ...]
+    ) -> dict:
+        labeller = self.backend.concepts
+        version = self.model_version(options)  # a process without a concept engine says so here
+        if labeller is None:
+            raise Unprocessable("this process has no concept engine", "set the backend's CONCEPT_ENGINE here too")
+        phrases = label_phrases(labels, options.prompts)
+        selection = selection_for(options, labels, labeller.concepts.default_thresholds())
+        ref = self.backend.images.resolve(task, value_key)
+        regions, score = labeller.from_phrases(ref, phrases, target, selection)
+        return {"result": regions, "score": score, "model_version": version}
 
 
 class PredictAutoAnnotator:
@@ -351,26 +494,29 @@ class PredictAutoAnnotator:
 
     @property
     def model_version(self) -> str:
-        return self.options.model_version(self.annotator.backend.engine.model_id)
+        return self.annotator.model_version(self.options)
 
     def __call__(self, tasks: list[dict], config: LabelConfig) -> list[dict]:
         target, value_key = output_for(config, self.options)
-        model_id = self.annotator.backend.engine.model_id
+        labels = config.controls[target.from_name].labels
+        check_concepts(self.options, labels)
         empty = {"result": [], "score": 0.0, "model_version": self.model_version}
         if len(tasks) > self.max_sync_tasks:
-            self._hand_to_workers(tasks, target, value_key, model_id)
+            self._hand_to_workers(tasks, target, value_key, labels)
             return [dict(empty) for _ in tasks]
         predictions = []
         for task in tasks:
             try:
                 with self.annotator.backend.cold_slots.enter():
-                    predictions.append(self.annotator.annotate(task, target, value_key, self.options))
+                    predictions.append(self.annotator.annotate(task, target, value_key, self.options, labels))
             except Exception as exc:  # noqa: BLE001 - one bad task must not fail the batch
                 log.warning("task %s: auto-annotate failed: %s", task.get("id"), getattr(exc, "message", exc))
                 predictions.append(dict(empty))
         return predictions
 
-    def _hand_to_workers(self, tasks: list[dict], target: OutputTarget, value_key: str, model_id: str) -> None:
+    def _hand_to_workers(
+        self, tasks: list[dict], target: OutputTarget, value_key: str, labels: tuple[str, ...]
+    ) -> None:
         ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
         project = tasks[0].get("project")
         if self.start_run is None or not isinstance(project, int):
@@ -381,5 +527,6 @@ class PredictAutoAnnotator:
                 self.max_sync_tasks,
             )
             return
-        run_id = self.start_run(RunSpec.create(project, self.options, target, value_key, model_id), ids)
+        spec = RunSpec.create(project, self.options, target, value_key, self.annotator.model_ids, labels)
+        run_id = self.start_run(spec, ids)
         log.info("%d tasks of project %s handed to workers as auto-annotate run %s", len(ids), project, run_id)

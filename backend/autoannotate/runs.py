@@ -17,7 +17,7 @@ import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from backend.autoannotate.annotator import RunSpec, is_ls_id, output_for, parse_options
+from backend.autoannotate.annotator import ModelIds, RunSpec, is_ls_id, output_for, parse_options
 from backend.autoannotate.progress import RunProgress, new_run_id
 from backend.bulkhead import Bulkhead
 from backend.errors import BackendError, BadRequest, Overloaded
@@ -204,22 +204,23 @@ def parse_task_selection(raw: Any) -> list[int] | None:
     return sorted(set(raw))
 
 
-def make_spec(client: LabelStudioClient, model_id: str, project: Any, options: Any) -> RunSpec:
+def make_spec(client: LabelStudioClient, models: ModelIds, project: Any, options: Any) -> RunSpec:
     """What every task of a run needs, checked once against the project's label config."""
     if not is_ls_id(project):
         raise BadRequest("'project' must be a Label Studio project id (a positive integer)")
     parsed = parse_options(options)
     label_config = client.get(f"/api/projects/{project}/").json().get("label_config", "")
-    target, value_key = output_for(parse_label_config(label_config), parsed)
-    return RunSpec.create(project, parsed, target, value_key, model_id)
+    config = parse_label_config(label_config)
+    target, value_key = output_for(config, parsed)
+    return RunSpec.create(project, parsed, target, value_key, models, config.controls[target.from_name].labels)
 
 
 def start_run(
-    settings: Settings, queue_redis: QueueRedis, model_id: str, project: Any, tasks: Any, options: Any
+    settings: Settings, queue_redis: QueueRedis, models: ModelIds, project: Any, tasks: Any, options: Any
 ) -> str:
     """Validate the request, then start a run: one job per task (or a planner job for "all"); returns the run id."""
     selection = parse_task_selection(tasks)
-    spec = make_spec(label_studio_client(settings), model_id, project, options)
+    spec = make_spec(label_studio_client(settings), models, project, options)
     with queue_redis.connection() as connection:
         return enqueue_run(
             make_queue(connection, settings.rq_queue),

@@ -75,10 +75,10 @@ class Runtime:
         if spec.options.mode == "embeddings":
             return {"cache": self.annotator.warm(task, spec.value_key)}
         if not spec.options.redo:
-            version = spec.options.model_version(self.annotator.backend.engine.model_id)
+            version = self.annotator.model_version(spec.options)
             if any(p.get("model_version") == version for p in self.ls.list_predictions(task_id)):
                 return {"skipped": "the task already holds this run's prediction"}  # a resumed run
-        prediction = self.annotator.annotate(task, spec.target, spec.value_key, spec.options)
+        prediction = self.annotator.annotate(task, spec.target, spec.value_key, spec.options, spec.labels)
         replace_prediction(self.ls, task_id, prediction)
         return {"regions": len(prediction["result"])}
 

@@ -9,6 +9,9 @@ its embedding here. Levels:
 - computed: the caller's `compute()`, run by one thread of one process per key while the
   others wait for its result (see backend.cache.singleflight).
 Redis is optional and may fail at any time; then this is a local cache and clicks still work.
+
+The same cache holds a concept engine's image features (`FEATURES`): what is stored is decided
+by a `Codec`, everything else (levels, single flight, locks, vetting) is shared.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
 
 import torch
 
@@ -26,8 +30,27 @@ from backend.cache.lru import ByteLRU
 from backend.cache.redis_link import RedisLink
 from backend.cache.singleflight import SingleFlight, try_lock, unlock
 from sam_model.common.embedding import ImageEmbedding
+from sam_model.concepts.features import ConceptFeatures
 
 Source = Literal["local", "redis", "computed"]
+
+
+class Sized(Protocol):
+    """What the cache reads of a value: the (h, w) of the image it was computed from."""
+
+    original_size: tuple[int, int]
+
+
+T = TypeVar("T", bound=Sized)
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """How one kind of value is stored: its Redis bytes (never pickle) and its size in memory."""
+
+    to_bytes: Callable[[T], bytes]
+    from_bytes: Callable[[bytes], T]  # ValueError for truncated, corrupt or foreign bytes
+    nbytes: Callable[[T], int]
 
 
 def embedding_nbytes(embedding: ImageEmbedding) -> int:
@@ -35,8 +58,21 @@ def embedding_nbytes(embedding: ImageEmbedding) -> int:
     return embedding.features.nbytes + 1024
 
 
-class EmbeddingCache:
-    """Get an image embedding by a stable key (model id + image key), computing it at most once."""
+def _embedding_bytes(embedding: ImageEmbedding) -> bytes:
+    # fp16 narrows float features only; integer features (grabcut's uint8 image) keep theirs.
+    return embedding.to_bytes(torch.float16 if embedding.features.is_floating_point() else None)
+
+
+EMBEDDINGS: Codec[ImageEmbedding] = Codec(_embedding_bytes, ImageEmbedding.from_bytes, embedding_nbytes)
+# A concept engine's backbone output (sam_model.concepts.features: sizes per engine), fp16 in Redis.
+FEATURES: Codec[ConceptFeatures] = Codec(
+    lambda features: features.to_bytes(torch.float16), ConceptFeatures.from_bytes, lambda f: f.nbytes + 1024
+)
+
+
+class EmbeddingCache(Generic[T]):
+    """Get an image embedding (or, with another codec, any per-image model output) by a stable key
+    (model id + image key), computing it at most once."""
 
     def __init__(
         self,
@@ -45,12 +81,12 @@ class EmbeddingCache:
         *,
         ttl_s: int = 7 * 24 * 3600,
         lock_timeout_s: float = 120.0,
-        store_dtype: torch.dtype = torch.float16,
+        codec: Codec = EMBEDDINGS,
         logger: logging.Logger | None = None,
         key_prefix: str = "sam:emb:",
         poll_interval_s: float = 0.05,
         redis_retry_after_s: float = 5.0,
-        check: Callable[[ImageEmbedding], None] = lambda embedding: None,
+        check: Callable[[T], None] = lambda embedding: None,
         max_pixels: int = 100_000_000,
         on_reject: Callable[[], None] = lambda: None,
     ):
@@ -58,21 +94,21 @@ class EmbeddingCache:
         shape or dtype); such a Redis value, or one whose original size exceeds `max_pixels`, is a
         miss: `on_reject()` counts it, and it is recomputed and overwritten."""
         self._logger = logger or logging.getLogger(__name__)
-        self._local: ByteLRU[ImageEmbedding] = ByteLRU(local_max_bytes)
+        self._local: ByteLRU[T] = ByteLRU(local_max_bytes)
+        self._codec = codec
         self._check = check
         self._max_pixels = max_pixels
         self._on_reject = on_reject
         self._link = RedisLink(
             redis_url, name="embedding cache", logger=self._logger, retry_after_s=redis_retry_after_s
         )
-        self._flight: SingleFlight[tuple[ImageEmbedding, Source]] = SingleFlight()
+        self._flight: SingleFlight[tuple[T, Source]] = SingleFlight()
         self._ttl_s = ttl_s
         self._lock_timeout_s = lock_timeout_s
-        self._store_dtype = store_dtype
         self._prefix = key_prefix
         self._poll_interval_s = poll_interval_s
 
-    def get_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, Source]:
+    def get_or_compute(self, key: str, compute: Callable[[], T]) -> tuple[T, Source]:
         """The embedding for key and where it came from; compute() runs only on a miss everywhere.
 
         The returned object may be shared with other callers: treat it as read-only.
@@ -85,7 +121,7 @@ class EmbeddingCache:
             return hit, "local"
         return self._flight.do(key, lambda: self._load_or_compute(key, compute))
 
-    def get_local(self, key: str) -> ImageEmbedding | None:
+    def get_local(self, key: str) -> T | None:
         """The embedding if this process holds it, else None: never waits on Redis or on a computation,
         so callers can tell a hit from the cold path before they commit a bounded resource to it."""
         return self._local.get(key)
@@ -103,7 +139,7 @@ class EmbeddingCache:
     def close(self) -> None:
         self._link.close()
 
-    def _load_or_compute(self, key: str, compute: Callable[[], ImageEmbedding]) -> tuple[ImageEmbedding, Source]:
+    def _load_or_compute(self, key: str, compute: Callable[[], T]) -> tuple[T, Source]:
         hit = self._local.get(key)  # the flight that just ended may have filled it
         if hit is not None:
             return hit, "local"
@@ -124,7 +160,7 @@ class EmbeddingCache:
                 self._link.call(lambda r: unlock(r, self._lock_key(key), token), None)
         return embedding, "computed"
 
-    def _wait_for_peer(self, key: str, token: str) -> tuple[ImageEmbedding | None, bool | None]:
+    def _wait_for_peer(self, key: str, token: str) -> tuple[T | None, bool | None]:
         """Poll until the peer's value appears (value, _) or its lock goes (None, True: ours now).
 
         (None, None): Redis went away or the lock timeout passed; the caller computes unlocked.
@@ -150,14 +186,14 @@ class EmbeddingCache:
         ttl_ms = max(1, int(self._lock_timeout_s * 1000))
         return self._link.call(lambda r: try_lock(r, self._lock_key(key), token, ttl_ms), None)
 
-    def _fetch_remote(self, key: str) -> ImageEmbedding | None:
+    def _fetch_remote(self, key: str) -> T | None:
         """The embedding from Redis (also kept locally), or None if absent, unreachable or corrupt."""
         value_key = self._value_key(key)
         raw = self._link.call(lambda r: r.get(value_key), None)
         if raw is None:
             return None
         try:
-            embedding = ImageEmbedding.from_bytes(raw)
+            embedding = self._codec.from_bytes(raw)
             self._vet(embedding)
         except ValueError as exc:  # truncated, corrupt or foreign bytes, or not what this engine makes
             # Never kept locally: a bad value in the process cache would fail every later click too.
@@ -167,20 +203,18 @@ class EmbeddingCache:
             self._on_reject()
             self._link.call(lambda r: r.delete(value_key), None)
             return None
-        self._local.put(key, embedding, embedding_nbytes(embedding))
+        self._local.put(key, embedding, self._codec.nbytes(embedding))
         return embedding
 
-    def _vet(self, embedding: ImageEmbedding) -> None:
+    def _vet(self, embedding: T) -> None:
         h, w = embedding.original_size
         if h * w > self._max_pixels:
             raise ValueError(f"original size {w}x{h} is over {self._max_pixels} pixels")
         self._check(embedding)
 
-    def _store(self, key: str, embedding: ImageEmbedding) -> None:
-        self._local.put(key, embedding, embedding_nbytes(embedding))
-        # store_dtype narrows float features only; integer features (grabcut's uint8 image) keep theirs.
-        dtype = self._store_dtype if embedding.features.is_floating_point() else None
-        self._link.call(lambda r: r.set(self._value_key(key), embedding.to_bytes(dtype), ex=self._ttl_s), None)
+    def _store(self, key: str, embedding: T) -> None:
+        self._local.put(key, embedding, self._codec.nbytes(embedding))
+        self._link.call(lambda r: r.set(self._value_key(key), self._codec.to_bytes(embedding), ex=self._ttl_s), None)
 
     def _value_key(self, key: str) -> str:
         # Keys can be long presigned URLs; a digest keeps Redis keys short and uniform.

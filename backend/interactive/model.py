@@ -22,8 +22,10 @@ import numpy as np
 
 from backend.cache.embeddings import Source
 from backend.cache.logits import prompt_signature
+from backend.concepts.interactive import answer_similar, answer_typed_text, similar_boxes, text_region
+from backend.concepts.labeller import ConceptLabeller
 from backend.engines.engine import ServingEngine
-from backend.errors import BackendError, BadRequest
+from backend.errors import BackendError, BadRequest, Unprocessable
 from backend.images.decode import size_mismatch
 from backend.images.refs import ImageRef
 from backend.interactive.cold_slots import cold_slots
@@ -159,6 +161,7 @@ class SamBackend:
         warm_queue_size: int = 64,
         warm_on_predict: bool = True,
         region_options: dict | None = None,
+        find_similar_control: str = "similar",
     ):
         self.engine = engine
         self.cache = cache
@@ -169,9 +172,12 @@ class SamBackend:
         self.limits = limits
         self.warm_on_predict = warm_on_predict
         self.region_options = region_options or {}
+        self.find_similar_control = find_similar_control
         self.cold_slots = cold_slots(limits.cold_clicks)
         # Set by the wiring when AUTO_ANNOTATE_ON_PREDICT is on: (tasks, config) -> predictions.
         self.batch_annotator: BatchAnnotator | None = None
+        # Set by the wiring when CONCEPT_ENGINE is on: typed phrases, exemplar boxes, concepts runs.
+        self.concepts: ConceptLabeller | None = None
         self.warmup: WarmupQueue[ImageRef] = WarmupQueue(
             self._warm,
             warm_queue_size,
@@ -204,11 +210,26 @@ class SamBackend:
         if context:
             if not isinstance(tasks[0].get("data"), dict):
                 raise BadRequest("tasks[0].data must be an object holding the image URL")
+            if text_region(context) is not None or similar_boxes(context, self.find_similar_control):
+                return Answer([self._concept_prompt(tasks[0], context, config)])
             prediction, timings = self.predict_interactive(tasks[0], context, config)
             return Answer([prediction], timings)
         if self.batch_annotator is not None:
             return Answer(self.batch_annotator(tasks, config))
         return Answer([self._guarded(task, config) for task in tasks])
+
+    def _concept_prompt(self, task: dict, context: dict, config: LabelConfig) -> dict:
+        """A typed phrase (smart TextArea) or an example box (the find-all-similar tool)."""
+        if self.concepts is None:
+            raise Unprocessable(
+                "typed phrases and find-all-similar need a concept engine, and CONCEPT_ENGINE is none",
+                "set CONCEPT_ENGINE=grounding-dino (any machine; phrases only) or sam3 (a GPU) for the backend",
+            )
+        if text_region(context) is not None:
+            return answer_typed_text(self.concepts, task, context, config)
+        return answer_similar(
+            self.concepts, task, context, config, self.find_similar_control, self.limits.max_prompt_boxes
+        )
 
     def fit(self, event: str, data: dict) -> dict:
         """SAM is prompted, not trained: acknowledge LS's events so its UI stays happy."""

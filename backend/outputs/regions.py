@@ -111,11 +111,43 @@ def rectangle_region(
     if rows.size == 0:
         return None
     height, width = mask.shape
+    box = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    return box_region(
+        box,
+        from_name=from_name,
+        to_name=to_name,
+        label=label,
+        score=score,
+        original_width=original_width,
+        original_height=original_height,
+        image_rotation=image_rotation,
+        region_id=region_id,
+        pixels=(width, height),
+    )
+
+
+def box_region(
+    box_xyxy: tuple[float, float, float, float],
+    *,
+    from_name: str,
+    to_name: str,
+    label: str,
+    score: float,
+    original_width: int,
+    original_height: int,
+    image_rotation: float = 0,
+    region_id: str | None = None,
+    pixels: tuple[int, int] | None = None,
+) -> dict:
+    """A rectanglelabels region for a box in pixels of an image of `pixels` (width, height;
+    default: the original size), in LS's percent coordinates."""
+    width, height = pixels or (original_width, original_height)
+    x0, y0, x1, y1 = box_xyxy
     value = {
-        "x": float(cols[0]) * 100.0 / width,
-        "y": float(rows[0]) * 100.0 / height,
-        "width": float(cols[-1] + 1 - cols[0]) * 100.0 / width,
-        "height": float(rows[-1] + 1 - rows[0]) * 100.0 / height,
+        "x": x0 * 100.0 / width,
+        "y": y0 * 100.0 / height,
+        "width": (x1 - x0) * 100.0 / width,
+        "height": (y1 - y0) * 100.0 / height,
         "rotation": 0,
         REGION_TYPES["rectangle"]: [label],
     }

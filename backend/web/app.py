@@ -18,8 +18,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.autoannotate.annotator import AutoAnnotator, PredictAutoAnnotator, options_from_setting
 from backend.autoannotate.runs import run_starter
-from backend.engines.engine import RETRY_AFTER_S, Engine, ServingEngine
+from backend.engines.engine import RETRY_AFTER_S, Engine
 from backend.errors import BackendError, Overloaded, Unauthorized
+from backend.interactive.model import SamBackend
 from backend.settings import Settings
 from backend.web.auth import check_basic_auth
 from backend.web.auto_annotate_routes import auto_annotate_blueprint
@@ -55,9 +56,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             run_starter(settings),
         )
     app.register_blueprint(protocol_blueprint(settings, backend, images))
-    app.register_blueprint(auto_annotate_blueprint(settings, backend.engine.model_id))
+    app.register_blueprint(auto_annotate_blueprint(settings, AutoAnnotator(backend).model_ids))
     app.register_blueprint(tryit_blueprint(settings, backend))
-    threading.Thread(target=_preload, args=(backend.engine,), name="model-load", daemon=True).start()
+    threading.Thread(target=_preload, args=(backend,), name="model-load", daemon=True).start()
 
     @app.before_request
     def _start() -> None:
@@ -126,12 +127,14 @@ def _error_response(body: dict, status: int, headers: dict | None = None) -> Res
     return response
 
 
-def _preload(engine: ServingEngine) -> None:
-    """Load the weights now, in this (post-fork) worker, so the first click does not wait for it."""
-    try:
-        engine.load()
-    except BackendError as exc:
-        log.error("%s (%s)", exc.message, exc.fix)
+def _preload(backend: SamBackend) -> None:
+    """Load the weights now, in this (post-fork) worker, so the first click (or phrase) does not wait for them."""
+    loaders = [backend.engine.load] + ([backend.concepts.concepts.load] if backend.concepts else [])
+    for load in loaders:
+        try:
+            load()
+        except BackendError as exc:
+            log.error("%s (%s)", exc.message, exc.fix)
 
 
 def _configure_logging(level: str) -> None:

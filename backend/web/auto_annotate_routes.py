@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from backend.autoannotate.annotator import ModelIds
 from backend.autoannotate.progress import RunProgress, is_run_id
 from backend.autoannotate.runs import QueueRedis, start_run
 from backend.errors import NotFound
@@ -11,7 +12,7 @@ from backend.settings import Settings
 from backend.web.request_body import json_object
 
 
-def auto_annotate_blueprint(settings: Settings, model_id: str) -> Blueprint:
+def auto_annotate_blueprint(settings: Settings, models: ModelIds) -> Blueprint:
     routes = Blueprint("auto_annotate", __name__)
     # Connected and checked on first use, so a backend without a queue Redis still starts.
     queue_redis = QueueRedis(settings)
@@ -20,7 +21,7 @@ def auto_annotate_blueprint(settings: Settings, model_id: str) -> Blueprint:
     def start() -> tuple[Response, int]:
         body = json_object()
         run_id = start_run(
-            settings, queue_redis, model_id, body.get("project"), body.get("tasks", "all"), body.get("options")
+            settings, queue_redis, models, body.get("project"), body.get("tasks", "all"), body.get("options")
         )
         # job_id: what run_id was called before; kept (deprecated) for scripts that read it.
         return jsonify(run_id=run_id, status_url=f"/auto-annotate/{run_id}", job_id=run_id), 202

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from backend.autoannotate.annotator import LS_ID_MAX, OPTIONS, Option, option_defaults
+from backend.autoannotate.annotator import LS_ID_MAX, MAX_MAPPED_LABELS, OPTIONS, Option, option_defaults
 from backend.interactive.prompts import MAX_IMAGE_SIDE
 from backend.labelstudio.address import MAX_TOKEN_CHARS, MAX_URL_CHARS
 from backend.labelstudio.label_config import PROMPT_TYPES
@@ -70,8 +70,11 @@ _IMAGE_SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_IMAGE_SIDE}
 
 def _option_schema(option: Option, default: Any) -> dict[str, Any]:
     """One auto-annotate option as an OpenAPI 3.0 schema: what Option.parse accepts."""
-    if option.kind is str:
-        schema: dict[str, Any] = {"type": "string", **({"enum": list(option.choices)} if option.choices else {})}
+    if option.kind is dict:
+        values = _STRING if option.values is str else {"type": "number", "minimum": option.low, "maximum": option.high}
+        schema: dict[str, Any] = {"type": "object", "additionalProperties": values, "maxProperties": MAX_MAPPED_LABELS}
+    elif option.kind is str:
+        schema = {"type": "string", **({"enum": list(option.choices)} if option.choices else {})}
     elif option.kind is bool:
         schema = {"type": "boolean"}
     else:
@@ -109,6 +112,13 @@ _SCHEMAS: dict[str, Any] = {
             "model_version": _STRING,
             "model_loaded": {"type": "boolean"},
             "engine": {"type": "string", "description": "sam | grabcut (or an injected engine's class)"},
+            "concepts": {
+                "type": "object",
+                "nullable": True,
+                "description": "CONCEPT_ENGINE (null when none): engine, model, model_id, loaded, find_similar, "
+                "and error when loading failed",
+                "additionalProperties": True,
+            },
             "warnings": {
                 "type": "array",
                 "items": _STRING,

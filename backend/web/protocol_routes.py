@@ -47,6 +47,7 @@ def protocol_blueprint(settings: Settings, backend: SamBackend, images: LabelStu
             model_version=backend.model_version,
             model_loaded=engine.loaded,
             **engine.spec.info,
+            concepts=backend.concepts.concepts.info() if backend.concepts else None,
             warnings=warnings,
         )
         status = 200

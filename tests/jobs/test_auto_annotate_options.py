@@ -37,6 +37,13 @@ from backend.web.openapi import openapi_spec
         ({"label": 3}, "string"),
         ({"max_masks": 0}, "outside"),
         ([], "JSON object"),
+        ({"prompts": ["Cat"]}, "object"),
+        ({"prompts": {"Cat": 3}}, "string"),
+        ({"thresholds": {"Cat": 1.5}}, "outside"),
+        ({"thresholds": {"Cat": "high"}}, "number"),
+        ({"score_threshold": -0.1}, "outside"),
+        ({"overlap_iou": 2}, "outside"),
+        ({"prompts": {f"label{i}": "x" for i in range(1001)}}, "at most 1000"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(raw, words):
@@ -58,6 +65,14 @@ def test_model_version_changes_with_what_changes_the_regions_only():
     assert base.model_version("sam-x") != base.model_version("sam-y")
     warm_only = parse_options({"points_per_side": 16, "mode": "embeddings"})
     assert warm_only.model_version("sam-x") == base.model_version("sam-x")
+    # Concept options do not rename an AMG run, nor AMG options a concepts run.
+    assert parse_options({"points_per_side": 16, "overlap_iou": 0.5}).model_version("sam-x") == base.model_version(
+        "sam-x"
+    )
+    concepts = parse_options({"mode": "concepts"})
+    assert concepts.model_version("gd") == parse_options({"mode": "concepts", "amg_mode": "exact"}).model_version("gd")
+    assert concepts.model_version("gd") != parse_options({"mode": "concepts", "overlap_iou": 0.5}).model_version("gd")
+    assert "-concepts-" in concepts.model_version("gd") and "-amg-" in base.model_version("sam-x")
 
 
 def test_setting_is_parsed_or_stops_the_start():
@@ -111,7 +126,9 @@ DESCRIBED = jsonschema.Draft7Validator(  # draft 6+: 16.0 is an integer, as pars
 def values_for(option):
     """Values at, just past and far past each edge, plus every wrong JSON type."""
     edges = []
-    if option.kind is not str:
+    if option.kind is dict:
+        edges = [{"Cat": "cat . kitten"}, {"Cat": 0.5}, {"Cat": 1.5}, {"Cat": -0.1}, {"Cat": None}, {"Cat": True}]
+    elif option.kind is not str:
         step = 1 if option.kind is int else 1e-9
         edges = [
             option.low,

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from backend.autoannotate import jobs, worker
-from backend.autoannotate.annotator import RunSpec, RunSpecInvalid, parse_options
+from backend.autoannotate.annotator import ModelIds, RunSpec, RunSpecInvalid, parse_options
 from backend.autoannotate.progress import PREFIX, RunProgress, new_run_id
 from backend.labelstudio.label_config import OutputTarget
 from backend.settings import Settings
@@ -22,7 +22,8 @@ SPEC = RunSpec.create(
     parse_options({"output": "polygon", "points_per_side": 8, "max_masks": 5}),
     OutputTarget("poly", "image", "polygon", "Banana"),
     "image",
-    "sam-test",
+    ModelIds("sam-test"),
+    ("Banana", "Apple"),
 )
 
 
@@ -64,6 +65,11 @@ def test_a_spec_round_trips_through_json_unchanged():
         (stored(target={"from_name": "p", "to_name": "i", "output_type": "mesh", "label": "B"}), "target"),
         (stored(value_key=3), "value_key"),
         (stored(model_version=""), "model_version"),
+        (stored(labels=None), "keys"),
+        (stored(labels="Banana"), "labels"),
+        (stored(labels=["Banana", 3]), "labels"),
+        (stored(options={**json.loads(SPEC.to_json())["options"], "prompts": {"Banana": 3}}), "prompts"),
+        (stored(options={**json.loads(SPEC.to_json())["options"], "thresholds": {"Banana": 2}}), "thresholds"),
     ],
 )
 def test_a_damaged_stored_spec_is_a_clear_error_naming_what_is_wrong(raw, words):

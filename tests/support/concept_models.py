@@ -597,10 +597,44 @@ def count_calls(module: torch.nn.Module) -> list[int]:
     return calls
 
 
+SAVERS = {"grounding-dino": save_tiny_grounding_dino, "sam3": save_tiny_sam3}
+
+
+def find_instances(kind: str, folder: Path, request: Path, out: Path) -> None:
+    """Our engine alone on one image: what a backend serving `folder` should answer. `request`
+    is an .npz with `image` and either `prompts` (strings) or `box`, and `score`."""
+    from sam_model.concepts import Thresholds, load_concept_engine
+
+    if kind == "sam3":
+        install_torchvision_stand_in()
+    with np.load(request) as data:
+        image, score = data["image"], float(data["score"])
+        prompts, box = (list(data["prompts"]) if "prompts" in data else None), data.get("box")
+    engine = load_concept_engine(kind, str(folder), device="cpu")
+    features = engine.features(image)
+    thresholds = Thresholds(score=score, mask=engine.default_thresholds.mask)
+    found = (
+        engine.find(features, prompts, thresholds) if box is None else engine.find_similar(features, box, thresholds)
+    )
+    record = Recorder()
+    record.instances("found", found)
+    record.save(out)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["save"] and len(argv) == 3 and argv[1] in KINDS:  # a model folder for a backend to load
+        if argv[1] == "sam3":
+            install_torchvision_stand_in()
+        SAVERS[argv[1]](Path(argv[2]))
+        return
+    if argv[:1] == ["find"] and len(argv) == 5 and argv[1] in KINDS:
+        find_instances(argv[1], Path(argv[2]), Path(argv[3]), Path(argv[4]))
+        return
     kind, out = argv[0], Path(argv[1])
     if kind not in KINDS:
-        raise SystemExit(f"usage: python -m tests.support.concept_models {{{','.join(KINDS)}}} OUT_DIR")
+        raise SystemExit(
+            f"usage: python -m tests.support.concept_models {{{','.join(KINDS)}}} OUT_DIR | save {{KIND}} FOLDER"
+        )
     torch.set_num_threads(1)
     record = Recorder()
     (run_grounding_dino if kind == "grounding-dino" else run_sam3)(out, record)
@@ -608,24 +642,54 @@ def main(argv: list[str]) -> None:
     record.save(out)
 
 
-def run_in_clean_interpreter(kind: str, out: Path, timeout: float = 300) -> tuple[dict[str, np.ndarray], dict]:
-    """Run `main` for `kind` in a fresh interpreter (no oracle stubs, an empty Hugging Face
-    cache, the hub out of reach) and return (arrays, facts)."""
-    import subprocess
-
+def clean_environment(hf_home: Path) -> dict[str, str]:
+    """An environment for a process that loads concept models: no oracle stubs, an empty Hugging
+    Face cache, and the hub out of reach (should anything try it, it reaches no one)."""
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
-        "HF_HOME": str(out / "hf-home"),
-        "HF_ENDPOINT": "http://127.0.0.1:9",  # should anything try the hub, it reaches no one
+        "HF_HOME": str(hf_home),
+        "HF_ENDPOINT": "http://127.0.0.1:9",
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(root),
     }
     env.pop("HF_HUB_OFFLINE", None)
-    command = [sys.executable, "-m", "tests.support.concept_models", kind, str(out)]
+    return env
+
+
+def _run_module(args: list[str], env: dict[str, str], timeout: float) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.support.concept_models", *args]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"{kind} runner failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+        raise RuntimeError(f"{args} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+
+
+def save_in_clean_interpreter(kind: str, folder: Path, timeout: float = 120) -> Path:
+    """A tiny random `kind` model saved in `folder` as real weights are laid out (see main)."""
+    _run_module(["save", kind, str(folder)], clean_environment(folder.parent / "hf-home"), timeout)
+    return folder
+
+
+def instances_in_clean_interpreter(
+    kind: str, folder: Path, image: np.ndarray, score: float, *, prompts: list[str] | None = None, box=None
+) -> dict[str, np.ndarray]:
+    """`find_instances` for `image` in a fresh interpreter: found.prompt/.boxes/.scores(/.masks)."""
+    work = folder.parent / f"find-{os.getpid()}-{abs(hash((tuple(prompts or ()), str(box), score)))}"
+    work.mkdir(exist_ok=True)
+    request = {"image": image, "score": np.float64(score)}
+    request.update({"prompts": np.array(prompts)} if prompts is not None else {"box": np.asarray(box, np.float64)})
+    np.savez(work / "request.npz", **request)
+    _run_module(["find", kind, str(folder), str(work / "request.npz"), str(work)], clean_environment(work / "hf"), 120)
+    with np.load(work / "results.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def run_in_clean_interpreter(kind: str, out: Path, timeout: float = 300) -> tuple[dict[str, np.ndarray], dict]:
+    """Run `main` for `kind` in a fresh interpreter (see clean_environment) and return (arrays, facts)."""
+    _run_module([kind, str(out)], clean_environment(out / "hf-home"), timeout)
     with np.load(out / "results.npz") as data:
         arrays = {key: data[key] for key in data.files}
     return arrays, json.loads((out / "results.json").read_text())
