@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="run an RQ worker for auto-annotate runs' jobs (model loaded once)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    run = commands.add_parser("auto-annotate", help="pre-label tasks of a project with automatic masks")
+    run = commands.add_parser(
+        "auto-annotate", help="pre-label tasks of a project: automatic masks, or each label's instances (concepts)"
+    )
     run.add_argument("--project", type=int, required=True)
     which = run.add_mutually_exclusive_group(required=True)
     which.add_argument("--tasks", help="comma-separated task ids, e.g. 1,2,3")
