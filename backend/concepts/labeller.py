@@ -23,7 +23,7 @@ from backend.labelstudio.label_config import OutputTarget
 from backend.metrics import Metrics
 from backend.outputs import box_region
 from sam_model.common.embedding import ImageEmbedding
-from sam_model.concepts import ConceptFeatures, Thresholds
+from sam_model.concepts import ConceptFeatures, Instance, Thresholds
 
 
 class ServedSam(Protocol):
@@ -76,12 +76,16 @@ class ConceptLabeller:
         image_rotation: float = 0,
     ) -> tuple[list[dict], float]:
         """Regions (each with its phrase's label) and their mean score."""
-        image = _LazyImage(lambda: self.backend.images.load(ref, expected_size))
-        features = self._features(ref, image)
-        thresholds = selection.thresholds(self.concepts.default_thresholds())
-        found = self.concepts.find(features, [p.phrase for p in phrases], thresholds)
-        kept = keep_instances(found, phrases, selection.threshold_of, selection.overlap_iou, selection.max_regions)
-        return self._regions(ref, image, features.original_size, kept, target, selection.min_area, image_rotation)
+        prompts = [p.phrase for p in phrases]
+        return self._label(
+            ref,
+            lambda features, thresholds: self.concepts.find(features, prompts, thresholds),
+            phrases,
+            target,
+            selection,
+            expected_size,
+            image_rotation,
+        )
 
     def similar(
         self,
@@ -94,11 +98,30 @@ class ConceptLabeller:
         image_rotation: float = 0,
     ) -> tuple[list[dict], float]:
         """Every object like the one in `box_xyxy` (pixels), labelled with `target.label`."""
+        return self._label(
+            ref,
+            lambda features, thresholds: self.concepts.find_similar(features, box_xyxy, thresholds),
+            [LabelledPhrase("", target.label)],
+            target,
+            selection,
+            expected_size,
+            image_rotation,
+        )
+
+    def _label(
+        self,
+        ref: ImageRef,
+        find: Callable[[ConceptFeatures, Thresholds], list[Instance]],
+        phrases: Sequence[LabelledPhrase],
+        target: OutputTarget,
+        selection: Selection,
+        expected_size: tuple[int, int] | None,
+        image_rotation: float,
+    ) -> tuple[list[dict], float]:
+        """Features (cached) -> the engine's instances -> the selection rule -> regions."""
         image = _LazyImage(lambda: self.backend.images.load(ref, expected_size))
         features = self._features(ref, image)
-        thresholds = selection.thresholds(self.concepts.default_thresholds())
-        found = self.concepts.find_similar(features, box_xyxy, thresholds)
-        phrases = [LabelledPhrase("", target.label)]
+        found = find(features, selection.thresholds(self.concepts.default_thresholds()))
         kept = keep_instances(found, phrases, selection.threshold_of, selection.overlap_iou, selection.max_regions)
         return self._regions(ref, image, features.original_size, kept, target, selection.min_area, image_rotation)
 
