@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from backend.concepts.service import concept_spec
 from backend.engines.engine import CHECKPOINT_DIR, check_engine_choice, engine_spec
 from backend.errors import BackendError
 from backend.settings import Settings
@@ -21,12 +22,14 @@ from sam_model.registry import OFFICIAL_CHECKPOINTS
 def prepare(settings: Settings) -> str:
     """Validate `settings`, fetch a missing official checkpoint; what will be served, in words."""
     check_engine_choice(settings)
+    concepts = concept_spec(settings)  # a bad CONCEPT_* value is named before any download
+    also = "" if concepts is None else f"; concept engine {concepts.model_id} (loaded in the background)"
     if settings.sam_engine == "grabcut":
-        return "SAM_ENGINE=grabcut: classical OpenCV GrabCut, not SAM; no checkpoint needed"
+        return "SAM_ENGINE=grabcut: classical OpenCV GrabCut, not SAM; no checkpoint needed" + also
     if not settings.sam_checkpoint and settings.sam_model in OFFICIAL_CHECKPOINTS:
         ensure_checkpoint(settings.sam_model, CHECKPOINT_DIR)
     spec = engine_spec(settings)  # the checkpoint must exist now; names the fix if not
-    return f"serving {spec.model_id}"
+    return f"serving {spec.model_id}{also}"
 
 
 def main() -> int:

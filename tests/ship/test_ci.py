@@ -102,6 +102,8 @@ def test_make_run_checks_an_explicit_checkpoint_path(tmp_path: Path) -> None:
         ({"SAM_MODEL": "vit_q"}, "SAM_MODEL='vit_q' is not a SAM model"),
         ({"SAM_DEVICE": "gpu"}, "SAM_DEVICE='gpu' is not one of"),
         ({"THREADS": "eight"}, "THREADS='eight' is invalid"),
+        ({"CONCEPT_ENGINE": "dino"}, "CONCEPT_ENGINE='dino' is not one of none, grounding-dino, sam3"),
+        ({"CONCEPT_ENGINE": "sam3", "CONCEPT_SCORE_THRESHOLD": "2"}, "CONCEPT_SCORE_THRESHOLD='2' must be"),
     ],
 )
 def test_make_run_names_a_bad_setting_before_looking_for_a_checkpoint(env: dict, named: str) -> None:
