@@ -113,7 +113,12 @@ class Sam3Engine:
         thresholds: Thresholds,
         size: tuple[int, int],
     ) -> list[Instance]:
-        model_inputs = {k: inputs[k].to(self.device) for k in MODEL_INPUTS if k in inputs}
+        # Boxes are floats: in the model's dtype (bf16 on a GPU), ids and masks as they are.
+        model_inputs = {
+            k: inputs[k].to(self.device, self.dtype if inputs[k].is_floating_point() else inputs[k].dtype)
+            for k in MODEL_INPUTS
+            if k in inputs
+        }
         outputs = self.model(vision_embeds=vision, **model_inputs)
         result = self.processor.post_process_instance_segmentation(
             outputs, threshold=thresholds.score, mask_threshold=thresholds.mask, target_sizes=[size]

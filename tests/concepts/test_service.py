@@ -95,3 +95,21 @@ def test_a_model_that_cannot_load_is_a_503_saying_how_to_get_it(monkeypatch) -> 
     assert err.value.status == 503 and "no sam3 model there" in err.value.message
     assert "CONCEPT_DOWNLOAD=true" in err.value.fix and "HF_TOKEN" in err.value.fix
     assert service.info()["error"] == err.value.message and service.info()["loaded"] is False
+
+
+def test_the_engine_loads_in_bf16_on_a_gpu_and_fp32_on_the_cpu() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for precision in ("auto", "bf16", "fp16"):
+        assert concept_spec(Settings(concept_engine="sam3", sam_precision=precision)).dtype(cuda) == torch.bfloat16
+    assert concept_spec(Settings(concept_engine="sam3", sam_precision="fp32")).dtype(cuda) == torch.float32
+    assert concept_spec(Settings(concept_engine="sam3", sam_precision="bf16")).dtype(cpu) == torch.float32
+    asked = {}
+
+    def loader(kind, source, **options):
+        asked.update(options)
+        raise OSError("stop here")
+
+    spec = concept_spec(Settings(concept_engine="grounding-dino", sam_device="cpu"))
+    with pytest.raises(EngineUnavailable):
+        ConceptService(spec, EmbeddingCache(0, codec=FEATURES), loader=loader).load()
+    assert (asked["device"], asked["dtype"]) == ("cpu", torch.float32)

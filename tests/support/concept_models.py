@@ -610,7 +610,9 @@ def find_instances(kind: str, folder: Path, request: Path, out: Path) -> None:
     with np.load(request) as data:
         image, score = data["image"], float(data["score"])
         prompts, box = (list(data["prompts"]) if "prompts" in data else None), data.get("box")
-    engine = load_concept_engine(kind, str(folder), device="cpu")
+        dtype = torch.bfloat16 if "bf16" in data else torch.float32
+    engine = load_concept_engine(kind, str(folder), device="cpu", dtype=dtype)
+    assert next(engine.model.parameters()).dtype == dtype
     features = engine.features(image)
     thresholds = Thresholds(score=score, mask=engine.default_thresholds.mask)
     found = (
@@ -674,12 +676,19 @@ def save_in_clean_interpreter(kind: str, folder: Path, timeout: float = 120) -> 
 
 
 def instances_in_clean_interpreter(
-    kind: str, folder: Path, image: np.ndarray, score: float, *, prompts: list[str] | None = None, box=None
+    kind: str,
+    folder: Path,
+    image: np.ndarray,
+    score: float,
+    *,
+    prompts: list[str] | None = None,
+    box=None,
+    bf16: bool = False,
 ) -> dict[str, np.ndarray]:
     """`find_instances` for `image` in a fresh interpreter: found.prompt/.boxes/.scores(/.masks)."""
-    work = folder.parent / f"find-{os.getpid()}-{abs(hash((tuple(prompts or ()), str(box), score)))}"
+    work = folder.parent / f"find-{os.getpid()}-{abs(hash((tuple(prompts or ()), str(box), score, bf16)))}"
     work.mkdir(exist_ok=True)
-    request = {"image": image, "score": np.float64(score)}
+    request = {"image": image, "score": np.float64(score), **({"bf16": np.ones(1)} if bf16 else {})}
     request.update({"prompts": np.array(prompts)} if prompts is not None else {"box": np.asarray(box, np.float64)})
     np.savez(work / "request.npz", **request)
     _run_module(["find", kind, str(folder), str(work / "request.npz"), str(work)], clean_environment(work / "hf"), 120)
