@@ -11,13 +11,17 @@
 //          pickTool,            false: do not pick a tool, the label click alone chooses it (default true)
 //          toolIndex,           which smart Rectangle tool when several controls have one (config order), default 0
 //          modifier,            null or a playwright key ("Alt", "Shift", "Control") held while drawing
+//          waitSuggestions,     true: after each prompt whose call returned regions, wait (timeoutMs) until
+//                               the editor shows suggestions (drawn), before its screenshot
 //          submit,              true: accept the suggestions and submit the annotation at the end
 //          outDir, userDataDir, chromium, timeoutMs, callTimeoutMs}
 // For every text and box it waits (callTimeoutMs) for the browser's POST
 // /api/ml/<id>/interactive-annotating (LS relays it to the backend's /predict) and records
 // the body the browser sent, LS's answer, and the editor's state. Prompts that make no call are
 // recorded as such ("call": null), which is an answer too (e.g. for a modifier LS ignores).
-// One JSON line goes to stdout; screenshots (after_<n>.png) go to outDir. Every wait is bounded;
+// One JSON line goes to stdout (with where the image and the Konva stage are on screen, so that
+// image pixels map to screenshot pixels); screenshots (before.png, after_<n>.png, after_submit.png)
+// go to outDir. Every wait is bounded;
 // on failure it saves failure.png + failure.html and exits 1.
 //
 // Selectors as in smart_click.mjs (LS 1.23.2's own aria-label / data-testid): the smart Rectangle
@@ -92,7 +96,11 @@ const editorState = () =>
       tool: tool ? `${tool.toolName}${tool.dynamic ? "-dynamic" : ""}` : null,
       toolControl: tool?.control?.name ?? null,
       selectedLabels: selected,
-      regions: annotation.serializeAnnotation().map((r) => ({ type: r.type, from_name: r.from_name, value: r.value })),
+      // Brush masks (value.rle) left out: the call's answer holds them, and the report stays small.
+      regions: annotation.serializeAnnotation().map(({ type, from_name, value }) => {
+        const { rle, ...rest } = value;
+        return { type, from_name, value: rle ? { ...rest, rle: rle.length } : rest };
+      }),
       suggestions: annotation.suggestions.size,
     };
   });
@@ -102,6 +110,23 @@ async function screenshot(name) {
   await page.screenshot({ path: path.join(out, name) });
 }
 
+/** The on-screen rectangle of the first element `selector` matches. */
+const rect = (selector) =>
+  page
+    .locator(selector)
+    .first()
+    .evaluate((el) => {
+      const b = el.getBoundingClientRect();
+      return { x: b.x, y: b.y, width: b.width, height: b.height };
+    });
+
+/** Regions returned by a call (LS's answer holds the backend's prediction under data.result). */
+const returned = (call) => call?.response?.data?.result?.length ?? 0;
+
+/** Wait until the editor holds a suggestion (LS has turned the answer into drawable regions). */
+const suggestionsShown = () =>
+  page.waitForFunction(() => window.Htx.annotationStore.selected.suggestions.size > 0, null, { timeout });
+
 /** Select config.label (a click toggles it, so only when it is not selected already). */
 async function selectLabel() {
   if (!config.label) return;
@@ -110,10 +135,7 @@ async function selectLabel() {
 }
 
 async function drawBox([x1, y1, x2, y2], modifier) {
-  const r = await page.locator('img[alt="image"]').evaluate((el) => {
-    const b = el.getBoundingClientRect();
-    return { x: b.x, y: b.y, width: b.width, height: b.height };
-  });
+  const r = await rect('img[alt="image"]');
   result.image = r;
   const at = (px, py) => [r.x + (px / 100) * r.width, r.y + (py / 100) * r.height];
   await page.mouse.move(...at(x1, y1));
@@ -155,17 +177,24 @@ try {
   result.before = await editorState();
   const { selectedLabels, tool, toolControl } = result.before;
   step(`selected: ${JSON.stringify(selectedLabels)}, tool ${tool} of ${toolControl}`);
+  // The editor's <img alt="image"> has the displayed geometry (Konva draws with the same transform).
+  result.image = await rect('img[alt="image"]');
+  result.stage = await rect(".konvajs-content");
+  await screenshot("before.png");
 
   for (const text of config.texts ?? []) {
     await page.getByTestId("textarea-input").fill(text);
     const call = await callAfter(() => page.getByTestId("textarea-add-button").click());
-    result.prompts.push({ kind: "text", text, call, after: await editorState() });
+    if (config.waitSuggestions && returned(call)) await suggestionsShown();
+    const image = await rect('img[alt="image"]'); // where the image is now (a layout shift would show)
+    result.prompts.push({ kind: "text", text, call, after: await editorState(), image });
     await screenshot(`after_${result.prompts.length}.png`);
     step(`text "${text}": ${call ? `call, HTTP ${call.status}` : "no call"}`);
   }
   for (const box of boxes) {
     await selectLabel(); // LS drops the label selection after each drawn region
     const call = await callAfter(() => drawBox(box, config.modifier));
+    if (config.waitSuggestions && returned(call)) await suggestionsShown();
     result.prompts.push({ kind: "box", box, modifier: config.modifier ?? null, call, after: await editorState() });
     await screenshot(`after_${result.prompts.length}.png`);
     const held = config.modifier ? ` + ${config.modifier}` : "";
@@ -174,7 +203,11 @@ try {
 
   if (config.submit) {
     const accept = page.getByTestId("bottombar-accept-suggestions-button");
-    if (await accept.isVisible()) await accept.click();
+    if (await accept.isVisible()) {
+      await accept.click();
+      await page.waitForFunction(() => window.Htx.annotationStore.selected.suggestions.size === 0, null, { timeout });
+    }
+    result.accepted = await editorState();
     const saved = page.waitForResponse(
       (r) => r.request().method() === "POST" && /\/api\/tasks\/\d+\/annotations/.test(r.url()),
     );
@@ -183,6 +216,23 @@ try {
     result.submitStatus = resp.status();
     result.annotation = await resp.json().catch(() => null);
     step(`submitted: HTTP ${resp.status()}`);
+    // LS then reloads the task with the saved annotation: the editor goes, and comes back with the
+    // image and the regions; the screenshot waits for that (bounded; it asserts nothing).
+    const image = page.locator('img[alt="image"]');
+    await image.waitFor({ state: "detached", timeout: 5000 }).catch(() => step("editor stayed after submitting"));
+    await page
+      .waitForFunction(
+        (id) => {
+          const annotation = window.Htx?.annotationStore?.selected;
+          const img = document.querySelector('img[alt="image"]');
+          return String(annotation?.pk) === String(id) && annotation.regions.length > 0 && img?.complete;
+        },
+        result.annotation?.id,
+        { timeout: 20000 },
+      )
+      .catch(() => step("editor did not reopen the submitted annotation in 20 s"));
+    await screenshot("after_submit.png");
+    step("after_submit.png");
   }
 } catch (err) {
   result.error = String(err?.stack ?? err);

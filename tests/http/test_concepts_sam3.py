@@ -9,6 +9,7 @@ torchvision_site), as the engine-level tests do. Random weights score every inst
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from sam_model.concepts import Instance
 from tests.support.concept_models import instances_in_clean_interpreter, save_in_clean_interpreter
 from tests.support.fake_ls import ls_env
 from tests.support.masks import brush_mask
-from tests.support.samples import SAMPLE_IMAGES, predict_body, task_of
+from tests.support.samples import SAMPLE_IMAGES, predict_body, sample, task_of
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = (
@@ -70,22 +71,12 @@ def typed(text: str) -> dict:
 
 
 def example_box(x: float, y: float, w: float, h: float, label: str, size: tuple[int, int]) -> dict:
-    """A box drawn with the find-all-similar tool, as LS 1.23.2 sends it (predict_rectangle_similar_control_request)."""
-    return {
-        "result": [
-            {
-                "original_width": size[0],
-                "original_height": size[1],
-                "image_rotation": 0,
-                "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [label]},
-                "id": "s1",
-                "from_name": "similar",
-                "to_name": "image",
-                "type": "rectanglelabels",
-                "origin": "manual",
-            }
-        ]
-    }
+    """A box drawn with the find-all-similar tool: the captured LS 1.23.2 body, moved and resized."""
+    context = copy.deepcopy(sample("predict_rectangle_similar_control_request.json")["params"]["context"])
+    region = context["result"][0]
+    region["original_width"], region["original_height"] = size
+    region["value"].update(x=x, y=y, width=w, height=h, rectanglelabels=[label])
+    return context
 
 
 def test_health_says_sam3_finds_similar(sam3_case) -> None:
