@@ -87,7 +87,9 @@ def build_backend(settings: Settings, engine: Engine | None = None) -> tuple[Sam
             max_pixels=settings.max_image_pixels,
             on_reject=metrics.cache_rejected.labels(kind="concept_features").inc,
         )
-        backend.concepts = ConceptLabeller(backend, ConceptService(concepts, features))
+        # At most half the cold-click slots go to concept prompts (they hold one of those too).
+        slots = max(1, limits.cold_clicks // 2)
+        backend.concepts = ConceptLabeller(backend, ConceptService(concepts, features), slots)
     return backend, images
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from backend.concepts.labeller import Selection
-from backend.concepts.labelling import check_label_thresholds, label_phrases
+from backend.concepts.labelling import check_label_thresholds, label_phrases, split_phrases
 from backend.concepts.service import ConceptSpec
 from backend.errors import BackendError, BadRequest, Unprocessable
 from backend.interactive.model import SamBackend
@@ -190,6 +190,8 @@ def parse_options(raw: Any) -> AutoAnnotateOptions:
     if unknown:
         raise BadRequest(f"unknown option(s): {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(OPTIONS))}")
     parsed = {name: OPTIONS[name].parse(name, value) for name, value in raw.items()}
+    for label, text in parsed.get("prompts", {}).items():  # the phrases now; the labels against the config later
+        split_phrases(text, f"option 'prompts': the prompt of label {label!r}")
     amg = {name: parsed.pop(name) for name in AMG_OPTIONS if name in parsed}
     return AutoAnnotateOptions(**parsed, amg=amg)
 

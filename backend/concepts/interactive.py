@@ -60,7 +60,7 @@ def label_and_phrases(text: str, labels: Sequence[str]) -> tuple[str, list[str]]
         return by_name[head.strip().casefold()], split_phrases(rest, "the typed text")
     phrases = split_phrases(text, "the typed text")
     words = set(re.findall(r"\w+", text.casefold()))
-    named = [label for label in labels if set(re.findall(r"\w+", label.casefold())) <= words]
+    named = [label for label in labels if (own := set(re.findall(r"\w+", label.casefold()))) and own <= words]
     return (named[0] if named else labels[0]), phrases
 
 
@@ -81,7 +81,7 @@ def answer_typed_text(labeller: ConceptLabeller, task: dict, context: dict, conf
     ref = backend.images.resolve(task, config.image(to_name).value_key)
     threshold = concepts.default_thresholds().score
     selection = Selection(lambda _: threshold, threshold)
-    with backend.cold_slots.enter():
+    with labeller.slots.enter(), backend.cold_slots.enter():
         regions, score = labeller.from_phrases(ref, [LabelledPhrase(p, label) for p in phrases], target, selection)
     model_version = concepts.spec.predictions_id(backend.engine.model_id)
     return {"result": regions, "score": score, "model_version": model_version}
@@ -99,15 +99,16 @@ def answer_similar(
     labeller: ConceptLabeller, task: dict, context: dict, config: LabelConfig, control: str, max_boxes: int
 ) -> dict:
     """The prediction for an example box: every similar object, with the example's label."""
-    example = parse_context({"result": similar_boxes(context, control)[-1:]}, 0, max_boxes)
+    example = parse_context({"result": similar_boxes(context, control)[-1:]}, 1, max_boxes)
     box = example.prompts[0].box
     if box is None:
         raise BadRequest(f"the find-all-similar tool {control!r} must be a RectangleLabels", "draw a box with it")
+    labeller.concepts.check_exemplars()  # before the image is fetched and its features computed
     target = choose_output(config, example.to_name, {control}, example.label)
     backend, concepts = labeller.backend, labeller.concepts
     ref = backend.images.resolve(task, config.image(example.to_name).value_key)
     threshold = concepts.default_thresholds().score
-    with backend.cold_slots.enter():
+    with labeller.slots.enter(), backend.cold_slots.enter():
         regions, score = labeller.similar(
             ref,
             [float(v) for v in box],

@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from backend.bulkhead import Bulkhead
 from backend.concepts.labelling import LabelledInstance, LabelledPhrase, keep_instances
 from backend.concepts.service import ConceptService
 from backend.engines.engine import ServingEngine
+from backend.errors import Overloaded
 from backend.images.refs import ImageRef
 from backend.labelstudio.label_config import OutputTarget
 from backend.metrics import Metrics
@@ -59,11 +61,23 @@ class Selection:
 
 
 class ConceptLabeller:
-    """One per process, beside the SamBackend whose images, cache and model it shares."""
+    """One per process, beside the SamBackend whose images, cache and model it shares.
 
-    def __init__(self, backend: ServedSam, concepts: ConceptService):
+    `slots` bounds the typed phrases and example boxes in progress on request threads: the
+    engine answers one at a time, so a queue of them would hold threads for nothing, and
+    they must never take all of the cold-click slots they also hold (clicks need some)."""
+
+    def __init__(self, backend: ServedSam, concepts: ConceptService, slots: int = 1):
         self.backend = backend
         self.concepts = concepts
+        self.slots = Bulkhead(
+            slots,
+            lambda: Overloaded(
+                f"all {slots} slots for typed phrases and find-all-similar are busy in this process "
+                "(the concept engine answers one at a time)",
+                "retry in a few seconds; raise THREADS to allow more at once",
+            ),
+        )
 
     def from_phrases(
         self,

@@ -45,6 +45,8 @@ def split_phrases(text: str, what: str) -> list[str]:
     phrases = [part.strip() for part in text.replace("?", ".").split(".") if part.strip()]
     if not phrases:
         raise BadRequest(f"{what} holds no phrase", "type what to find, e.g. red car")
+    if len(phrases) > MAX_PHRASES:
+        raise BadRequest(f"{len(phrases)} phrases of {what} exceed the limit of {MAX_PHRASES}", "ask for fewer")
     for phrase in phrases:
         if len(phrase) > MAX_PHRASE_CHARS:
             raise BadRequest(f"a phrase of {what} is longer than {MAX_PHRASE_CHARS} characters")
@@ -63,7 +65,8 @@ def label_phrases(labels: Sequence[str], prompts: Mapping[str, str]) -> list[Lab
         raise BadRequest("the output control has no labels to prompt with", "add <Label value=...> to it")
     phrases = []
     for label in labels:
-        text = prompts.get(label, label)
+        # A label's own name is one prompt: its '.' and '?' (phrase breaks to the engines) become spaces.
+        text = prompts[label] if label in prompts else " ".join(label.replace("?", " ").replace(".", " ").split())
         phrases += [LabelledPhrase(p, label) for p in split_phrases(text, f"the prompt of label {label!r}")]
     if len(phrases) > MAX_PHRASES:
         raise BadRequest(f"{len(phrases)} prompts exceed the limit of {MAX_PHRASES} per image", "map fewer phrases")

@@ -9,12 +9,15 @@ otherwise calls home once per process even for files it already has.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +110,7 @@ class ConceptService:
         self.kind = spec.kind
         self.model_id = spec.model_id
         self.cache = cache
+        self._cache_id = f"{spec.model_id}|{weights_fingerprint(spec.source)}"
         self.load_error: str | None = None
         self._loader = loader
         self._engine: ConceptEngine | None = None
@@ -151,9 +155,16 @@ class ConceptService:
         def compute() -> ConceptFeatures:
             pixels = image()
             with self._run_lock:
-                return engine.features(pixels)
+                try:
+                    return engine.features(pixels)
+                except ValueError as exc:  # the engine's processor cannot take this image (e.g. 1x5000)
+                    height, width = pixels.shape[:2]
+                    raise Unprocessable(
+                        f"the concept engine cannot read this {width}x{height} image: {exc}",
+                        "pad or resize the image to a less extreme shape",
+                    ) from exc
 
-        return self.cache.get_or_compute(f"{self.model_id}|{image_key}", compute)
+        return self.cache.get_or_compute(f"{self._cache_id}|{image_key}", compute)
 
     def find(self, features: ConceptFeatures, prompts: Sequence[str], thresholds: Thresholds) -> list[Instance]:
         """Every instance of every prompt above `thresholds`; the engine's ValueErrors become 400s."""
@@ -161,12 +172,16 @@ class ConceptService:
         with self._run_lock, _value_errors_as_bad_requests():
             return engine.find(features, prompts, thresholds)
 
-    def find_similar(self, features: ConceptFeatures, box: Sequence[float], thresholds: Thresholds) -> list[Instance]:
+    def check_exemplars(self) -> None:
+        """A 422 unless the engine takes exemplar boxes: known before any image is fetched."""
         if not self.exemplars:
             raise Unprocessable(
                 f"CONCEPT_ENGINE={self.kind} cannot find objects similar to a box",
                 "set CONCEPT_ENGINE=sam3 for exemplar prompts, or type the object's name instead",
             )
+
+    def find_similar(self, features: ConceptFeatures, box: Sequence[float], thresholds: Thresholds) -> list[Instance]:
+        self.check_exemplars()
         engine = self.load()
         with self._run_lock, _value_errors_as_bad_requests():
             return engine.find_similar(features, box, thresholds)
@@ -201,6 +216,19 @@ class ConceptService:
         return engine
 
 
+def weights_fingerprint(source: str) -> str:
+    """Sizes and modification times of a local model folder's files (or file), hashed: features of
+    weights since replaced at the same path are then a cache miss. Empty for a hub id."""
+    path = Path(source)
+    if not path.exists():
+        return ""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamps = [
+        (p.name if p == path else str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    ]
+    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:12]
+
+
 def features_check(model_id: str) -> Callable[[ConceptFeatures], None]:
     """For the features cache: ValueError for stored features another model made (a Redis value
     of another deployment or version is a miss, not an answer)."""
@@ -230,5 +258,5 @@ class _value_errors_as_bad_requests:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is not None and issubclass(exc_type, ValueError):
-            raise BadRequest(f"the concept engine refused the prompt: {exc}") from exc
+            raise BadRequest(f"the concept engine refused the request: {exc}") from exc
         return False

@@ -17,6 +17,7 @@ import copy
 from typing import Any
 
 from backend.autoannotate.annotator import LS_ID_MAX, MAX_MAPPED_LABELS, OPTIONS, Option, option_defaults
+from backend.concepts.labelling import MAX_TEXT_CHARS
 from backend.interactive.prompts import MAX_IMAGE_SIDE
 from backend.labelstudio.address import MAX_TOKEN_CHARS, MAX_URL_CHARS
 from backend.labelstudio.label_config import PROMPT_TYPES
@@ -71,7 +72,8 @@ _IMAGE_SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_IMAGE_SIDE}
 def _option_schema(option: Option, default: Any) -> dict[str, Any]:
     """One auto-annotate option as an OpenAPI 3.0 schema: what Option.parse accepts."""
     if option.kind is dict:
-        values = _STRING if option.values is str else {"type": "number", "minimum": option.low, "maximum": option.high}
+        phrases = {"type": "string", "maxLength": MAX_TEXT_CHARS, "pattern": r"[^.?\s]"}  # holds a phrase
+        values = phrases if option.values is str else {"type": "number", "minimum": option.low, "maximum": option.high}
         schema: dict[str, Any] = {"type": "object", "additionalProperties": values, "maxProperties": MAX_MAPPED_LABELS}
     elif option.kind is str:
         schema = {"type": "string", **({"enum": list(option.choices)} if option.choices else {})}

@@ -39,6 +39,8 @@ from backend.web.openapi import openapi_spec
         ([], "JSON object"),
         ({"prompts": ["Cat"]}, "object"),
         ({"prompts": {"Cat": 3}}, "string"),
+        ({"prompts": {"Cat": " . "}}, "no phrase"),
+        ({"prompts": {"Cat": ""}}, "no phrase"),
         ({"thresholds": {"Cat": 1.5}}, "outside"),
         ({"thresholds": {"Cat": "high"}}, "number"),
         ({"score_threshold": -0.1}, "outside"),
@@ -127,7 +129,15 @@ def values_for(option):
     """Values at, just past and far past each edge, plus every wrong JSON type."""
     edges = []
     if option.kind is dict:
-        edges = [{"Cat": "cat . kitten"}, {"Cat": 0.5}, {"Cat": 1.5}, {"Cat": -0.1}, {"Cat": None}, {"Cat": True}]
+        edges = [
+            {"Cat": "cat . kitten"},
+            {"Cat": " . "},
+            {"Cat": 0.5},
+            {"Cat": 1.5},
+            {"Cat": -0.1},
+            {"Cat": None},
+            {"Cat": True},
+        ]
     elif option.kind is not str:
         step = 1 if option.kind is int else 1e-9
         edges = [
