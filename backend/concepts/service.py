@@ -118,11 +118,6 @@ class ConceptService:
         self._run_lock = threading.Lock()  # one engine call at a time: it is the whole CPU (or GPU) already
 
     @property
-    def segments(self) -> bool:
-        """Whether instances come with masks (SAM 3); box engines need the SAM model for those."""
-        return self.kind not in BOX_ENGINES
-
-    @property
     def exemplars(self) -> bool:
         return self.kind in EXEMPLAR_ENGINES
 
