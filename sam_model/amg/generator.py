@@ -17,6 +17,7 @@ import torch
 from sam_model.amg.grid import crop_boxes, layer_point_grids
 from sam_model.amg.masks import (
     Rle,
+    binarize,
     boxes_near_crop_edge,
     masks_to_boxes,
     masks_to_rles,
@@ -306,7 +307,7 @@ class AutomaticMaskGenerator:
             part = slice(i, i + _UPSCALE_CHUNK)
             full = decoder.upscale(logits[part], opencv)
             stability[part] = stability_score(full, self._threshold, self.stability_score_offset).cpu()
-            binary[part] = (full > self._threshold).cpu()
+            binary[part] = binarize(full, self._threshold).cpu()
         return stability, binary
 
     def _remove_small_regions(self, masks: MaskSet) -> MaskSet:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_model.common.layers import MLP, LayerNorm2d, transposed_conv_matrix
-from sam_model.sam1.mask_decoder import iou_above
+from sam_model.sam1.mask_decoder import CPU_PROMPT_CHUNK, iou_above
 from sam_model.sam1.transformer import ImageContext, TwoWayTransformer
 
 # Tokens before the mask tokens: the object-score token (video only, but it takes part in
@@ -103,8 +103,24 @@ class MaskDecoder(nn.Module):
         """Multimask `forward` for AMG that upscales only the candidates whose predicted IoU is
         above `min_iou` (the IoU head needs the transformer alone; AMG drops the rest unseen).
 
+        On CPU it runs a few prompts at a time, as v1's decoder does: each prompt carries its
+        own 4 MiB of image tokens, and a handful stay in cache.
+
         Returns (iou (B, 3), kept (B, 3) bool, logits (kept.sum(), 4h, 4w) in row-major order).
         """
+        n = sparse_prompt_embeddings.shape[0]
+        chunk = CPU_PROMPT_CHUNK if context.transformer.keys.device.type == "cpu" else max(n, 1)
+        parts = [
+            self._above(context, sparse_prompt_embeddings[start : start + chunk], min_iou)
+            for start in range(0, max(n, 1), chunk)
+        ]
+        ious, kept, logits = zip(*parts, strict=True)
+        return torch.cat(ious), torch.cat(kept), torch.cat(logits)
+
+    def _above(
+        self, context: DecoderContext, sparse_prompt_embeddings: torch.Tensor, min_iou: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_above` of one chunk of prompts."""
         hs, keys = self.transformer.forward_prepared(context.transformer, self._tokens(sparse_prompt_embeddings))
         iou = self.iou_prediction_head(hs[:, _IOU_TOKEN]).sigmoid()[:, 1:]
         kept = iou_above(iou, min_iou)

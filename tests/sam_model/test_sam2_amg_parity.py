@@ -18,6 +18,7 @@ import torch
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
 from sam_model.amg import AutomaticMaskGenerator
+from sam_model.amg.grid import point_grid
 from sam_model.families import family_of
 from sam_model.loading import load_sam
 from sam_model.sam2 import Sam2Predictor
@@ -70,3 +71,18 @@ def test_fast_mode_stays_close_on_sam2(pair: tuple) -> None:
     fast = AutomaticMaskGenerator(ours, mode="fast", **settings).generate(image)
     assert exact and abs(len(fast) - len(exact)) <= max(1, 0.05 * len(exact))
     assert np.isclose(sum(r["area"] for r in fast), sum(r["area"] for r in exact), rtol=0.05)
+
+
+def test_iou_filter_keeps_the_unfiltered_logits_of_the_kept_masks(pair: tuple) -> None:
+    """The grid decoder's IoU filter (upscaling only kept masks, a few prompts at a time on CPU)
+    returns exactly the unfiltered decoder's IoU and, for the masks it keeps, their logits."""
+    _, ours = pair
+    embedding = ours.encode(sample_image(240, 360, seed=2))
+    points = point_grid(5) * np.array([360, 240])  # 25 points: whole chunks and a remainder
+    iou, kept_all, logits_all = ours.grid_decoder(embedding).decode(points, None)
+    cut = float(iou.median())
+    iou_filtered, kept, logits = ours.grid_decoder(embedding).decode(points, cut)
+    assert kept_all.all() and len(logits_all) == len(iou) == 3 * len(points)
+    torch.testing.assert_close(iou_filtered, iou, rtol=0, atol=1e-6)
+    assert torch.equal(kept, iou_filtered > cut) and 0 < int(kept.sum()) < len(kept)
+    torch.testing.assert_close(logits, logits_all[kept], rtol=1e-4, atol=1e-4)
