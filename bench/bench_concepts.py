@@ -80,47 +80,20 @@ def save_sam3(folder: Path) -> None:
 
 
 def save_grounding_dino(folder: Path) -> None:
-    """IDEA-Research/grounding-dino-tiny's configuration, every size written out: Swin-T
-    backbone, BERT-base text encoder, 6+6 deformable layers at d_model 256, 900 queries,
-    256 text tokens; images resized to shortest edge 800, longest 1333."""
+    """IDEA-Research/grounding-dino-tiny's configuration, which is transformers' default one
+    (checked field by field): Swin-T backbone, BERT-base text encoder, 6+6 deformable layers at
+    d_model 256, 900 queries, 256 text tokens; images resized to shortest edge 800, longest 1333."""
     from transformers import (
-        BertConfig,
         BertTokenizer,
         GroundingDinoConfig,
         GroundingDinoForObjectDetection,
         GroundingDinoImageProcessorPil,
         GroundingDinoProcessor,
-        SwinConfig,
     )
 
     from tests.support.concept_models import bert_vocab
 
-    swin_t = SwinConfig(
-        embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, out_indices=[2, 3, 4]
-    )
-    bert_base = BertConfig(
-        vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
-    )
-    config = GroundingDinoConfig(
-        backbone_config=swin_t,
-        text_config=bert_base,
-        d_model=256,
-        encoder_layers=6,
-        decoder_layers=6,
-        encoder_ffn_dim=2048,
-        decoder_ffn_dim=2048,
-        encoder_attention_heads=8,
-        decoder_attention_heads=8,
-        encoder_n_points=4,
-        decoder_n_points=4,
-        num_feature_levels=4,
-        num_queries=900,
-        max_text_len=256,
-        two_stage=True,
-        embedding_init_target=True,
-        decoder_bbox_embed_share=True,
-        two_stage_bbox_embed_share=False,
-    )
+    config = GroundingDinoConfig()
     GroundingDinoForObjectDetection(config).save_pretrained(folder)
     image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": 800, "longest_edge": 1333})
     GroundingDinoProcessor(image_processor, BertTokenizer(vocab=bert_vocab())).save_pretrained(folder)
