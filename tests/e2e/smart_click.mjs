@@ -17,45 +17,12 @@
 // data-testid=bottombar-auto-annotation-toggle; suggestions are accepted with
 // bottombar-accept-suggestions-button; Submit is bottombar-submit-button.
 
-import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import { finish, launch, logIn, openTask, painted, startRun, submit } from "./ls_ui.mjs";
 
-const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const timeout = config.timeoutMs ?? 60000;
-const out = config.outDir;
-fs.mkdirSync(out, { recursive: true });
-const result = { steps: [], interactive: [], consoleErrors: [] };
-const t0 = Date.now();
-const step = (name) => {
-  result.steps.push({ name, ms: Date.now() - t0 });
-  process.stderr.write(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${name}\n`);
-};
-
-// A fresh profile per run (the user-data dir), as chromium must have here; playwright takes it
-// as launchPersistentContext's first argument rather than a --user-data-dir flag.
-const context = await chromium.launchPersistentContext(config.userDataDir, {
-  executablePath: config.chromium ?? "/usr/bin/chromium",
-  headless: true,
-  timeout,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1400, height: 900 },
-  deviceScaleFactor: 1,
-});
-context.setDefaultTimeout(timeout);
-const page = context.pages()[0] ?? (await context.newPage());
-page.on("console", (msg) => {
-  if (msg.type() === "error") result.consoleErrors.push(msg.text().slice(0, 500));
-});
+const { config, timeout, out, result, step } = startRun({ interactive: [] }, "e2e");
+const { context, page } = await launch(config, timeout, result, ["--disable-quic", "--disable-component-update"]);
 page.on("response", async (resp) => {
   if (!resp.url().includes("/interactive-annotating")) return;
   const entry = { url: resp.url(), status: resp.status(), request: resp.request().postDataJSON() };
@@ -67,22 +34,13 @@ page.on("response", async (resp) => {
   result.interactive.push(entry);
 });
 
-/** Two animation frames: Konva has painted what the store holds (not a sleep: a paint barrier). */
-const painted = () =>
-  page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
-
-try {
+await finish({ context, page, out, result }, async () => {
   // 1. Log in through LS's own login form.
-  await page.goto(`${config.url}/user/login/`);
-  await page.fill("#email", config.username);
-  await page.fill("#password", config.password);
-  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith("/user/login")), page.click('button[aria-label="Log In"]')]);
+  await logIn(page, config);
   step("logged in");
 
-  // 2. Open the task in the labeling UI (Data Manager with ?task= opens the editor on it).
-  await page.goto(`${config.url}/projects/${config.project}/data?task=${config.task}`);
-  await page.waitForFunction(() => window.Htx?.annotationStore?.selected, null, { timeout });
-  await page.getByTestId("bottombar-submit-button").waitFor({ state: "visible" });
+  // 2. Open the task in the labeling UI.
+  await openTask(page, config, timeout);
   step("editor loaded");
   if (config.dump) {
     fs.writeFileSync(path.join(out, "dom.html"), await page.content());
@@ -137,7 +95,7 @@ try {
     y: geometry.y + (config.clickPct[1] / 100) * geometry.height,
   };
   result.click = click;
-  await painted();
+  await painted(page);
   await page.screenshot({ path: path.join(out, "before.png") });
   step("before.png");
 
@@ -158,7 +116,7 @@ try {
   );
   const accept = page.getByTestId("bottombar-accept-suggestions-button");
   await accept.waitFor({ state: "visible" });
-  await painted();
+  await painted(page);
   await page.screenshot({ path: path.join(out, "after_click.png") });
   result.afterClick = await page.evaluate(() => {
     const annotation = window.Htx.annotationStore.selected;
@@ -176,35 +134,20 @@ try {
     window.Htx.annotationStore.selected.regions.map((r) => ({ type: r.type, origin: r.origin, dynamic: !!r.dynamic })),
   );
   step("suggestion accepted");
-  const saved = page.waitForResponse(
-    (r) => r.request().method() === "POST" && /\/api\/tasks\/\d+\/annotations/.test(r.url()),
-  );
-  await page.getByTestId("bottombar-submit-button").click();
-  const savedResponse = await saved;
+  const { response: savedResponse, annotation } = await submit(page);
   result.submitStatus = savedResponse.status();
-  result.annotation = await savedResponse.json().catch(() => null);
+  result.annotation = annotation;
   if (savedResponse.status() !== 201) throw new Error(`submit -> HTTP ${savedResponse.status()}`);
   // LS then reloads the task in the editor; the screenshot waits for it (bounded), it asserts nothing.
   const annotationId = result.annotation?.id;
   await page
     .waitForFunction((id) => String(window.Htx?.annotationStore?.selected?.pk) === String(id), annotationId, { timeout: 20000 })
     .catch(() => step("editor did not reopen the submitted annotation in 20 s (screenshot shows what it did)"));
-  await painted();
+  await painted(page);
   result.afterSubmit = await page.evaluate(() => ({
     pk: window.Htx?.annotationStore?.selected?.pk ?? null,
     text: document.querySelector(".lsf-label-view, [class*=label-view]")?.innerText?.slice(0, 300) ?? null,
   }));
   await page.screenshot({ path: path.join(out, "after_submit.png") });
   step("after_submit.png");
-} catch (err) {
-  result.error = String(err?.stack ?? err);
-  try {
-    await page.screenshot({ path: path.join(out, "failure.png") });
-    fs.writeFileSync(path.join(out, "failure.html"), await page.content());
-  } catch {}
-  process.stdout.write(JSON.stringify(result) + "\n");
-  await context.close();
-  process.exit(1);
-}
-process.stdout.write(JSON.stringify(result) + "\n");
-await context.close();
+});

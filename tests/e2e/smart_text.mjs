@@ -32,42 +32,12 @@
 // notifyDrawingFinished fires "regionFinishedDrawing" while Auto-Annotation is on (or the
 // control has smartOnly), and the Data Manager posts that area's result as context.result.
 
-import { chromium } from "playwright-core";
-import fs from "node:fs";
 import path from "node:path";
+import { finish, launch, logIn, openTask, painted, startRun, submit } from "./ls_ui.mjs";
 
-const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const timeout = config.timeoutMs ?? 60000;
+const { config, timeout, out, result, step } = startRun({ prompts: [] }, "e2e");
 const callTimeout = config.callTimeoutMs ?? 15000;
-const out = config.outDir;
-fs.mkdirSync(out, { recursive: true });
-const result = { steps: [], prompts: [], consoleErrors: [] };
-const t0 = Date.now();
-const step = (name) => {
-  result.steps.push({ name, ms: Date.now() - t0 });
-  process.stderr.write(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${name}\n`);
-};
-
-const context = await chromium.launchPersistentContext(config.userDataDir, {
-  executablePath: config.chromium ?? "/usr/bin/chromium",
-  headless: true,
-  timeout,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-sync",
-  ],
-  viewport: { width: 1400, height: 900 },
-  deviceScaleFactor: 1,
-});
-context.setDefaultTimeout(timeout);
-const page = context.pages()[0] ?? (await context.newPage());
-page.on("console", (msg) => {
-  if (msg.type() === "error") result.consoleErrors.push(msg.text().slice(0, 500));
-});
+const { context, page } = await launch(config, timeout, result);
 
 const isCall = (r) => r.url().includes("/interactive-annotating");
 
@@ -106,7 +76,7 @@ const editorState = () =>
   });
 
 async function screenshot(name) {
-  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
+  await painted(page);
   await page.screenshot({ path: path.join(out, name) });
 }
 
@@ -146,19 +116,11 @@ async function drawBox([x1, y1, x2, y2], modifier) {
   if (modifier) await page.keyboard.up(modifier);
 }
 
-try {
-  await page.goto(`${config.url}/user/login/`);
-  await page.fill("#email", config.username);
-  await page.fill("#password", config.password);
-  await Promise.all([
-    page.waitForURL((u) => !u.pathname.startsWith("/user/login")),
-    page.click('button[aria-label="Log In"]'),
-  ]);
+await finish({ context, page, out, result }, async () => {
+  await logIn(page, config);
   step("logged in");
 
-  await page.goto(`${config.url}/projects/${config.project}/data?task=${config.task}`);
-  await page.waitForFunction(() => window.Htx?.annotationStore?.selected, null, { timeout });
-  await page.getByTestId("bottombar-submit-button").waitFor({ state: "visible" });
+  await openTask(page, config, timeout);
   // A toggle LS may remember between sessions: click it only when it is not as wanted.
   const wanted = config.autoAnnotation ?? true;
   if ((await page.evaluate(() => window.Htx.autoAnnotation)) !== wanted) {
@@ -208,13 +170,9 @@ try {
       await page.waitForFunction(() => window.Htx.annotationStore.selected.suggestions.size === 0, null, { timeout });
     }
     result.accepted = await editorState();
-    const saved = page.waitForResponse(
-      (r) => r.request().method() === "POST" && /\/api\/tasks\/\d+\/annotations/.test(r.url()),
-    );
-    await page.getByTestId("bottombar-submit-button").click();
-    const resp = await saved;
+    const { response: resp, annotation } = await submit(page);
     result.submitStatus = resp.status();
-    result.annotation = await resp.json().catch(() => null);
+    result.annotation = annotation;
     step(`submitted: HTTP ${resp.status()}`);
     // LS then reloads the task with the saved annotation: the editor goes, and comes back with the
     // image and the regions; the screenshot waits for that (bounded; it asserts nothing).
@@ -234,15 +192,4 @@ try {
     await screenshot("after_submit.png");
     step("after_submit.png");
   }
-} catch (err) {
-  result.error = String(err?.stack ?? err);
-  try {
-    await page.screenshot({ path: path.join(out, "failure.png") });
-    fs.writeFileSync(path.join(out, "failure.html"), await page.content());
-  } catch {}
-  process.stdout.write(JSON.stringify(result) + "\n");
-  await context.close();
-  process.exit(1);
-}
-process.stdout.write(JSON.stringify(result) + "\n");
-await context.close();
+});

@@ -15,17 +15,14 @@ Screenshots stay in artifacts/e2e/ (before.png, after_click.png, after_submit.pn
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from tests.integration.support import BRUSH_CONFIG
+from tests.support.e2e import browser_config, ls_task, read_rgb, run_browser
 from tests.support.images import png, scene
 from tests.support.masks import brush_mask, iou
 
@@ -46,33 +43,6 @@ def disc_mask(width: int, height: int) -> np.ndarray:
     centre = (round(DISC_PCT[0] / 100 * width), round(DISC_PCT[1] / 100 * height))
     cv2.circle(mask, centre, DISC_RADIUS, 1, -1)
     return mask.astype(bool)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
-
-
-def run_browser(config: dict, node: str, log_dir: Path) -> dict:
-    """Run the node script; its last stdout line is its JSON report (also kept next to the screenshots)."""
-    config_path = log_dir / "config.json"
-    config_path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [node, str(SCRIPT), str(config_path)],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_S,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    report = json.loads(lines[-1]) if lines else {}
-    (log_dir / "report.json").write_text(json.dumps(report, indent=1))
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"browser script failed (exit {proc.returncode}): {report.get('error')}\n"
-            f"steps: {report.get('steps')}\nstderr:\n{proc.stderr[-4000:]}\n"
-            f"see {log_dir}/failure.png and failure.html"
-        )
-    return report
 
 
 def screen_disc(report: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -107,24 +77,17 @@ def test_smart_click_in_the_browser_gives_the_objects_mask(label_studio, e2e_bac
     ml = ls.connect_ml(project, e2e_backend.url)
     assert ml["state"] == "CO", ml
 
-    profile = artifacts / "chromium-profile"
-    shutil.rmtree(profile, ignore_errors=True)  # chromium here needs a fresh profile per run
-    config = {
-        "url": ls.url,
-        "username": ls.username,
-        "password": ls.password,
-        "project": project,
-        "task": task,
-        "label": "Banana",
-        "labelIndex": 1,  # the KeyPointLabels control's "Banana" (BrushLabels' is the first)
-        "promptControl": "tag2",
-        "clickPct": list(DISC_PCT),
-        "outDir": str(artifacts),
-        "userDataDir": str(profile),
-        "chromium": browser_tools["chromium"],
-        "timeoutMs": 60000,
-    }
-    report = run_browser(config, browser_tools["node"], artifacts)
+    config = browser_config(
+        artifacts,
+        browser_tools["chromium"],
+        **ls_task(ls, project, task),
+        label="Banana",
+        labelIndex=1,  # the KeyPointLabels control's "Banana" (BrushLabels' is the first)
+        promptControl="tag2",
+        clickPct=list(DISC_PCT),
+        timeoutMs=60000,
+    )
+    report = run_browser(SCRIPT, config, browser_tools["node"], artifacts, NODE_TIMEOUT_S)
 
     # What the browser sent through LS: one positive smart keypoint of tag2 on the disc.
     (call,) = report["interactive"]

@@ -19,9 +19,7 @@ own, as test_smart_click's screenshots have the same names.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.integration.support import sam_env
 from tests.support.concept_models import save_in_clean_interpreter
+from tests.support.e2e import browser_config, ls_task, read_rgb, run_browser
 from tests.support.images import png, scene
 from tests.support.masks import brush_mask, iou
 from tests.support.servers import Backend
@@ -72,29 +70,6 @@ def text_backend(label_studio, tiny_checkpoint, tmp_path_factory) -> Iterator[Ba
     backend.stop()
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
-
-
-def run_browser(config: dict, node: str, log_dir: Path) -> dict:
-    """Run the node script; its last stdout line is its JSON report (also kept next to the screenshots)."""
-    config_path = log_dir / "config.json"
-    config_path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [node, str(SCRIPT), str(config_path)], cwd=HERE, capture_output=True, text=True, timeout=NODE_TIMEOUT_S
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    report = json.loads(lines[-1]) if lines else {}
-    (log_dir / "report.json").write_text(json.dumps(report))
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"browser script failed (exit {proc.returncode}): {report.get('error')}\n"
-            f"steps: {report.get('steps')}\nstderr:\n{proc.stderr[-4000:]}\n"
-            f"see {log_dir}/failure.png and failure.html"
-        )
-    return report
-
-
 def pixel_centres(report: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each image pixel's centre lies in the screenshot (rows, columns), and which are visible.
 
@@ -125,24 +100,17 @@ def test_a_typed_phrase_in_the_browser_comes_back_as_labelled_masks(
     ml = ls.connect_ml(project, text_backend.url, title="concepts")
     assert ml["state"] == "CO", ml
 
-    profile = shots / "chromium-profile"
-    shutil.rmtree(profile, ignore_errors=True)  # chromium here needs a fresh profile per run
-    config = {
-        "url": ls.url,
-        "username": ls.username,
-        "password": ls.password,
-        "project": project,
-        "task": task,
-        "texts": [TYPED],
-        "waitSuggestions": True,
-        "submit": True,
-        "outDir": str(shots),
-        "userDataDir": str(profile),
-        "chromium": browser_tools["chromium"],
-        "timeoutMs": 30000,
-        "callTimeoutMs": 30000,
-    }
-    report = run_browser(config, browser_tools["node"], shots)
+    config = browser_config(
+        shots,
+        browser_tools["chromium"],
+        **ls_task(ls, project, task),
+        texts=[TYPED],
+        waitSuggestions=True,
+        submit=True,
+        timeoutMs=30000,
+        callTimeoutMs=30000,
+    )
+    report = run_browser(SCRIPT, config, browser_tools["node"], shots, NODE_TIMEOUT_S)
 
     # (1) What LS relayed: the TextArea region with the typed text; what it got: brush regions labelled Dog.
     (prompt,) = report["prompts"]

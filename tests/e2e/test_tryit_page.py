@@ -19,9 +19,6 @@ Screenshots stay in artifacts/e2e/tryit/ (before, after_click, after_refine, aft
 from __future__ import annotations
 
 import base64
-import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +26,8 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
+from tests.support.e2e import browser_config, read_rgb, run_browser
 from tests.support.images import png, scene
 from tests.support.masks import brush_mask, iou
 from tests.support.servers import Backend
@@ -77,10 +74,6 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
-def read_rgb(name: str) -> np.ndarray:
-    return np.asarray(Image.open(ARTIFACTS / f"{name}.png").convert("RGB")).astype(np.int16)
-
-
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory) -> Iterator[Backend]:
     server = Backend({"SAM_ENGINE": "grabcut"}, tmp_path_factory.mktemp("tryit-backend") / "gunicorn.log")
@@ -94,40 +87,20 @@ def report(backend, browser_tools, tmp_path_factory) -> dict:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
-    profile = ARTIFACTS / "chromium-profile"
-    shutil.rmtree(profile, ignore_errors=True)  # chromium here needs a fresh profile per run
     image_path = tmp_path_factory.mktemp("tryit-image") / "disc.png"
     image_path.write_bytes(png(scene(WIDTH, HEIGHT, [(*DISC_PCT, DISC_RADIUS)], seed=21)))
-    config = {
-        "url": backend.url,
-        "imagePath": str(image_path),
-        "clickPct": list(DISC_PCT),
-        "negativePct": list(NEGATIVE_PCT),
-        "boxPct": list(BOX_PCT),
-        "rightPct": list(RIGHT_PCT),
-        "outDir": str(ARTIFACTS),
-        "userDataDir": str(profile),
-        "chromium": browser_tools["chromium"],
-        "timeoutMs": 60000,
-    }
-    config_path = ARTIFACTS / "config.json"
-    config_path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [browser_tools["node"], str(SCRIPT), str(config_path)],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_S,
+    config = browser_config(
+        ARTIFACTS,
+        browser_tools["chromium"],
+        url=backend.url,
+        imagePath=str(image_path),
+        clickPct=list(DISC_PCT),
+        negativePct=list(NEGATIVE_PCT),
+        boxPct=list(BOX_PCT),
+        rightPct=list(RIGHT_PCT),
+        timeoutMs=60000,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    found = json.loads(lines[-1]) if lines else {}
-    (ARTIFACTS / "report.json").write_text(json.dumps({k: v for k, v in found.items() if k != "overlays"}, indent=1))
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"browser script failed (exit {proc.returncode}): {found.get('error')}\n"
-            f"steps: {found.get('steps')}\nstderr:\n{proc.stderr[-4000:]}\nsee {ARTIFACTS}/failure.png and failure.html"
-        )
-    return found
+    return run_browser(SCRIPT, config, browser_tools["node"], ARTIFACTS, NODE_TIMEOUT_S)
 
 
 def predict_calls(report: dict) -> list[dict]:
@@ -171,7 +144,7 @@ def test_the_page_opens_at_root_and_shows_the_model(report):
 
 
 def test_click_on_the_disc_covers_it_on_screen_and_nothing_around(report):
-    before = read_rgb("before")
+    before = read_rgb(ARTIFACTS / "before.png")
     frame, shape = report["image"], before.shape[:2]
     inside = circles(frame, shape, [DISC_PCT], DISC_RADIUS)
     # A square of 5 radii around the disc, inside the image: the side panel changes too.
@@ -180,7 +153,7 @@ def test_click_on_the_disc_covers_it_on_screen_and_nothing_around(report):
     cx, cy = frame["x"] + DISC_PCT[0] / 100 * frame["width"], frame["y"] + DISC_PCT[1] / 100 * frame["height"]
     window = (np.abs(xs + 0.5 - cx) <= 2.5 * DISC_RADIUS * scale) & (np.abs(ys + 0.5 - cy) <= 2.5 * DISC_RADIUS * scale)
     for name, prompts in (("after_click", [DISC_PCT]), ("after_refine", [DISC_PCT, NEGATIVE_PCT])):
-        changed = np.abs(read_rgb(name) - before).max(axis=2) > 40
+        changed = np.abs(read_rgb(ARTIFACTS / f"{name}.png") - before).max(axis=2) > 40
         markers = circles(frame, shape, prompts, MARKER_PX)
         core = inside & ~dilate(~inside, BORDER_PX) & ~markers
         far = window & ~inside & ~dilate(inside, BORDER_PX) & ~markers

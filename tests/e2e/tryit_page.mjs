@@ -10,34 +10,11 @@
 // can check what is drawn against what the server sent. One JSON line on stdout reports it all;
 // every wait is bounded; on failure it saves failure.png + failure.html and exits 1.
 
-import { chromium } from "playwright-core";
-import fs from "node:fs";
 import path from "node:path";
+import { finish, launch, painted, startRun } from "./ls_ui.mjs";
 
-const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const timeout = config.timeoutMs ?? 60000;
-const out = config.outDir;
-fs.mkdirSync(out, { recursive: true });
-const result = { steps: [], calls: [], overlays: [], consoleErrors: [] };
-const t0 = Date.now();
-const step = (name) => {
-  result.steps.push({ name, ms: Date.now() - t0 });
-  process.stderr.write(`[tryit ${((Date.now() - t0) / 1000).toFixed(1)}s] ${name}\n`);
-};
-
-const context = await chromium.launchPersistentContext(config.userDataDir, {
-  executablePath: config.chromium ?? "/usr/bin/chromium",
-  headless: true,
-  timeout,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
-  viewport: { width: 1400, height: 900 },
-  deviceScaleFactor: 1,
-});
-context.setDefaultTimeout(timeout);
-const page = context.pages()[0] ?? (await context.newPage());
-page.on("console", (msg) => {
-  if (msg.type() === "error") result.consoleErrors.push(msg.text().slice(0, 500));
-});
+const { config, timeout, out, result, step } = startRun({ calls: [], overlays: [] }, "tryit");
+const { context, page } = await launch(config, timeout, result);
 page.on("pageerror", (err) => result.consoleErrors.push(String(err).slice(0, 500)));
 // What the page sent and got: bodies without the image (a data: URI of the whole file).
 const shorten = (image) => (typeof image === "string" ? `${image.slice(0, 40)}…(${image.length} chars)` : image);
@@ -56,14 +33,10 @@ page.on("response", async (resp) => {
   result.calls.push(entry);
 });
 
-/** Two animation frames: the canvas has been painted (not a sleep: a paint barrier). */
-const painted = () =>
-  page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
-
 /** Wait until the page has drawn its n-th answer, then save a screenshot and the overlay. */
 async function answered(n, name) {
   await page.waitForFunction((k) => document.body.dataset.answers === String(k), n, { timeout });
-  await painted();
+  await painted(page);
   await page.screenshot({ path: path.join(out, `${name}.png`) });
   const overlay = await page.evaluate(() => {
     const canvas = document.getElementById("overlay");
@@ -80,7 +53,7 @@ async function answered(n, name) {
   step(name);
 }
 
-try {
+await finish({ context, page, out, result }, async () => {
   const landing = await page.goto(`${config.url}/`);
   result.landing = { status: landing.status(), contentType: landing.headers()["content-type"] };
   await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout });
@@ -94,7 +67,7 @@ try {
   });
   result.image = geometry;
   const at = ([xp, yp]) => ({ x: geometry.x + (xp / 100) * geometry.width, y: geometry.y + (yp / 100) * geometry.height });
-  await painted();
+  await painted(page);
   await page.screenshot({ path: path.join(out, "before.png") });
   step("image open");
 
@@ -140,15 +113,4 @@ try {
   await page.waitForFunction(() => document.body.dataset.amg === "1", null, { timeout });
   result.texts.amg = await page.locator("#amg-status").innerText();
   step("automatic masks");
-} catch (err) {
-  result.error = String(err?.stack ?? err);
-  try {
-    await page.screenshot({ path: path.join(out, "failure.png") });
-    fs.writeFileSync(path.join(out, "failure.html"), await page.content());
-  } catch {}
-  process.stdout.write(JSON.stringify(result) + "\n");
-  await context.close();
-  process.exit(1);
-}
-process.stdout.write(JSON.stringify(result) + "\n");
-await context.close();
+});
