@@ -310,10 +310,11 @@ def test_importing_the_package_does_not_import_transformers() -> None:
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("kind", ["grounding-dino", "sam3"])
-def test_engines_run_in_bf16_close_to_fp32(kind: str, tmp_path: Path) -> None:
-    """What a GPU backend loads (bf16): text and, for SAM 3, exemplar boxes go through (the
-    boxes must reach the model in its dtype), scoring near the fp32 run."""
+def test_sam3_runs_in_bf16_close_to_fp32(tmp_path: Path) -> None:
+    """What a GPU backend loads (bf16): text and SAM 3's exemplar boxes go through (the boxes
+    must reach the model in its dtype), scoring near the fp32 run. (Grounding DINO takes text
+    only, through the same casts.)"""
+    kind = "sam3"
     from tests.support.concept_models import instances_in_clean_interpreter, save_in_clean_interpreter
     from tests.support.images import photo_like
 
@@ -325,6 +326,5 @@ def test_engines_run_in_bf16_close_to_fp32(kind: str, tmp_path: Path) -> None:
     }
     assert len(runs[True]["found.scores"]) == len(runs[False]["found.scores"]) > 0
     np.testing.assert_allclose(np.sort(runs[True]["found.scores"]), np.sort(runs[False]["found.scores"]), atol=0.05)
-    if kind == "sam3":
-        similar = instances_in_clean_interpreter(kind, folder, image, 0.0, box=(5, 5, 40, 30), bf16=True)
-        assert len(similar["found.scores"]) > 0 and similar["found.masks"].dtype == bool
+    similar = instances_in_clean_interpreter(kind, folder, image, 0.0, box=(5, 5, 40, 30), bf16=True)
+    assert len(similar["found.scores"]) > 0 and similar["found.masks"].dtype == bool
