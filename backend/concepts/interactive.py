@@ -79,8 +79,7 @@ def answer_typed_text(labeller: ConceptLabeller, task: dict, context: dict, conf
     target = OutputTarget(target.from_name, target.to_name, target.output_type, label)
     backend, concepts = labeller.backend, labeller.concepts
     ref = backend.images.resolve(task, config.image(to_name).value_key)
-    threshold = concepts.default_thresholds().score
-    selection = Selection(lambda _: threshold, threshold)
+    selection = Selection.uniform(concepts.default_thresholds().score)
     with labeller.slots.enter(), backend.cold_slots.enter():
         regions, score = labeller.from_phrases(ref, [LabelledPhrase(p, label) for p in phrases], target, selection)
     model_version = concepts.spec.predictions_id(backend.engine.model_id)
@@ -107,13 +106,13 @@ def answer_similar(
     target = choose_output(config, example.to_name, {control}, example.label)
     backend, concepts = labeller.backend, labeller.concepts
     ref = backend.images.resolve(task, config.image(example.to_name).value_key)
-    threshold = concepts.default_thresholds().score
+    selection = Selection.uniform(concepts.default_thresholds().score)
     with labeller.slots.enter(), backend.cold_slots.enter():
         regions, score = labeller.similar(
             ref,
             [float(v) for v in box],
             target,
-            Selection(lambda _: threshold, threshold),
+            selection,
             expected_size=(example.original_width, example.original_height),
             image_rotation=example.image_rotation,
         )

@@ -56,6 +56,11 @@ class Selection:
     max_regions: int = 50
     min_area: int = 0
 
+    @classmethod
+    def uniform(cls, threshold: float) -> Selection:
+        """One threshold for every label, the other rules at their defaults (interactive prompts)."""
+        return cls(lambda _: threshold, threshold)
+
     def thresholds(self, engine_default: Thresholds) -> Thresholds:
         return Thresholds(score=self.lowest, mask=engine_default.mask)
 
