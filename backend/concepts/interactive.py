@@ -45,7 +45,10 @@ def typed_text(region: dict) -> str:
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise BadRequest("the TextArea region's value.text must be a non-empty list of strings")
+        raise BadRequest(
+            "the TextArea region's value.text must be a non-empty list of strings",
+            'send it as Label Studio does: {"value": {"text": ["red car"]}, "type": "textarea", ...}',
+        )
     text = texts[-1].strip()
     if not text:
         raise BadRequest("the TextArea's text is empty", "type what to find, e.g. red car")
@@ -71,7 +74,10 @@ def answer_typed_text(labeller: ConceptLabeller, task: dict, context: dict, conf
         raise BadRequest("the context holds no TextArea region")
     to_name = region.get("to_name")
     if not isinstance(to_name, str) or not to_name:
-        raise BadRequest("the TextArea region's to_name must name the Image tag")
+        raise BadRequest(
+            "the TextArea region's to_name must name the Image tag",
+            'give the TextArea toName="<the Image tag\'s name>" in the label config',
+        )
     text = typed_text(region)
     target = choose_output(config, to_name, set(), None)
     labels = config.controls[target.from_name].labels

@@ -39,7 +39,7 @@ class LabelledInstance:
 def split_phrases(text: str, what: str) -> list[str]:
     """'car . truck' -> ['car', 'truck']; empty, over-long or phrase-less text is a 400 naming `what`."""
     if not isinstance(text, str):
-        raise BadRequest(f"{what} must be a string, got {type(text).__name__}")
+        raise BadRequest(f"{what} must be a string, got {type(text).__name__}", "send a phrase, e.g. red car")
     if len(text) > MAX_TEXT_CHARS:
         raise BadRequest(f"{what} is longer than {MAX_TEXT_CHARS} characters", "type a short noun phrase, e.g. red car")
     phrases = [part.strip() for part in text.replace("?", ".").split(".") if part.strip()]
@@ -49,7 +49,10 @@ def split_phrases(text: str, what: str) -> list[str]:
         raise BadRequest(f"{len(phrases)} phrases of {what} exceed the limit of {MAX_PHRASES}", "ask for fewer")
     for phrase in phrases:
         if len(phrase) > MAX_PHRASE_CHARS:
-            raise BadRequest(f"a phrase of {what} is longer than {MAX_PHRASE_CHARS} characters")
+            raise BadRequest(
+                f"a phrase of {what} is longer than {MAX_PHRASE_CHARS} characters",
+                "shorten it, or split it into phrases with '.'",
+            )
     return phrases
 
 

@@ -253,5 +253,8 @@ class _value_errors_as_bad_requests:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is not None and issubclass(exc_type, ValueError):
-            raise BadRequest(f"the concept engine refused the request: {exc}") from exc
+            raise BadRequest(
+                f"the concept engine refused the request: {exc}",
+                "change what the message names (a phrase's length, a '.' inside a Grounding DINO phrase, the box)",
+            ) from exc
         return False
